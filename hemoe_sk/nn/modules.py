@@ -1,0 +1,168 @@
+"""Torch modules used by hemoe_sk.
+
+Every classifier module here returns *logits* from ``forward`` and offers an
+``embed`` method that returns the representation just before the output
+layer. Modules are passed to estimators as classes and configured with
+keyword arguments (the skorch convention); ``n_features`` and ``n_classes``
+are filled in by the estimator at fit time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["MLPEmbedder", "ConvEmbedder", "AutoEncoder", "LinearHead"]
+
+
+def _mlp(n_in, hidden_dims, dropout, *, last_activation=True):
+    layers = []
+    dims = [n_in, *hidden_dims]
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if last_activation or i < len(hidden_dims) - 1:
+            layers.append(nn.ReLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class MLPEmbedder(nn.Module):
+    """Multi-layer perceptron whose last hidden layer is the embedding.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of input features.
+    n_classes : int
+        Number of output logits.
+    hidden_dims : tuple of int, default=(128, 64)
+        Sizes of the hidden layers; the last one is the embedding size.
+    dropout : float, default=0.1
+        Dropout after every hidden activation.
+    """
+
+    def __init__(self, n_features, n_classes, hidden_dims=(128, 64), dropout=0.1):
+        super().__init__()
+        hidden_dims = tuple(hidden_dims)
+        if not hidden_dims:
+            raise ValueError("MLPEmbedder needs at least one hidden layer.")
+        self.body = _mlp(n_features, hidden_dims, dropout)
+        self.output = nn.Linear(hidden_dims[-1], n_classes)
+
+    def embed(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.output(self.body(x))
+
+
+class ConvEmbedder(nn.Module):
+    """Small convolutional network for images given as flat pixel rows.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of input features; must equal ``prod(image_shape)``.
+    n_classes : int
+        Number of output logits.
+    image_shape : tuple of int, default=(1, 8, 8)
+        ``(channels, height, width)`` of one image.
+    channels : tuple of int, default=(16, 32)
+        Output channels of the convolution blocks (3x3 conv, ReLU, 2x2 max
+        pool when the map is still at least 2 pixels wide).
+    embedding_dim : int, default=64
+        Size of the dense embedding after the convolutions.
+    dropout : float, default=0.1
+        Dropout before the output layer.
+    """
+
+    def __init__(
+        self,
+        n_features,
+        n_classes,
+        image_shape=(1, 8, 8),
+        channels=(16, 32),
+        embedding_dim=64,
+        dropout=0.1,
+    ):
+        super().__init__()
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3 or math.prod(image_shape) != n_features:
+            raise ValueError(
+                f"image_shape={image_shape} does not match n_features={n_features}: "
+                "expected (channels, height, width) with product n_features."
+            )
+        self.image_shape = image_shape
+        c, h, w = image_shape
+        blocks = []
+        for out_c in channels:
+            blocks += [nn.Conv2d(c, out_c, kernel_size=3, padding=1), nn.ReLU()]
+            if min(h, w) >= 2:
+                blocks.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = out_c
+        self.features = nn.Sequential(*blocks)
+        self.dense = nn.Sequential(
+            nn.Flatten(), nn.Linear(c * h * w, embedding_dim), nn.ReLU()
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(embedding_dim, n_classes)
+
+    def embed(self, x):
+        x = x.reshape(x.shape[0], *self.image_shape)
+        return self.dense(self.features(x))
+
+    def forward(self, x):
+        return self.output(self.dropout(self.embed(x)))
+
+
+class AutoEncoder(nn.Module):
+    """Symmetric fully connected autoencoder.
+
+    ``forward`` returns the reconstruction, ``encode`` the code.
+
+    Parameters
+    ----------
+    n_features : int
+        Input size.
+    hidden_dims : tuple of int
+        Encoder hidden sizes; the decoder mirrors them.
+    embedding_dim : int
+        Code size (linear, no activation, as in DEC).
+    """
+
+    def __init__(self, n_features, hidden_dims=(256, 128), embedding_dim=10):
+        super().__init__()
+        hidden_dims = tuple(hidden_dims)
+        self.encoder = nn.Sequential(
+            _mlp(n_features, hidden_dims, 0.0),
+            nn.Linear(hidden_dims[-1] if hidden_dims else n_features, embedding_dim),
+        )
+        self.decoder = nn.Sequential(
+            _mlp(embedding_dim, hidden_dims[::-1], 0.0),
+            nn.Linear(hidden_dims[0] if hidden_dims else embedding_dim, n_features),
+        )
+
+    def encode(self, x):
+        return self.encoder(x)
+
+    def decode(self, z):
+        return self.decoder(z)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+class LinearHead(nn.Module):
+    """A linear (softmax regression) head on fixed embeddings."""
+
+    def __init__(self, n_features, n_classes):
+        super().__init__()
+        self.output = nn.Linear(n_features, n_classes)
+
+    def forward(self, x):
+        return self.output(x)
+

@@ -1,0 +1,300 @@
+"""The skorch side of hemoe_sk: building, seeding, training and reading nets.
+
+Everything that touches torch global state or devices lives here, so the
+estimators above can stay plain scikit-learn code:
+
+* :func:`torch_seed` runs a block under a private torch RNG stream and puts
+  the caller's global RNG state back afterwards;
+* :func:`resolve_device` turns ``"auto"``/``"cuda"`` into a usable device;
+* :func:`make_classifier_net` builds a skorch ``NeuralNetClassifier`` with the
+  settings hemoe_sk relies on (logits + ``CrossEntropyLoss``, no internal
+  validation split, shuffled batches, silent);
+* :func:`train_net` fits or fine-tunes a net, catching a non-finite loss at
+  once, retrying once with a lower learning rate and otherwise failing with an
+  error that names the stage;
+* :func:`embed` and :func:`predict_proba` evaluate in batches under
+  ``torch.no_grad()`` in eval mode, keeping data as float32 on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
+from torch import nn
+
+__all__ = [
+    "DivergenceError",
+    "RowSubset",
+    "embed",
+    "make_classifier_net",
+    "predict_proba",
+    "resolve_device",
+    "torch_seed",
+    "train_net",
+]
+
+#: Largest batch used for inference (embedding, prediction).
+EVAL_BATCH_SIZE = 4096
+
+
+class DivergenceError(RuntimeError):
+    """Raised when training produced a non-finite loss twice in a row."""
+
+
+@contextlib.contextmanager
+def torch_seed(seed, device="cpu"):
+    """Run a block with torch seeded by ``seed``, restoring the global RNG.
+
+    Parameters
+    ----------
+    seed : int
+        Seed for the block.
+    device : str or torch.device, default="cpu"
+        When a CUDA device, its RNG is forked and seeded too.
+    """
+    devices = []
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        devices = [torch.device(device).index or 0]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def resolve_device(device):
+    """Return the torch device string to use for ``device``.
+
+    ``"auto"`` picks CUDA when available. Asking for CUDA on a machine without
+    it warns and falls back to the CPU, so a configuration written for a GPU
+    still runs (slowly) elsewhere.
+    """
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(
+            f"device={device!r} was requested but CUDA is not available; "
+            "using the CPU instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return "cpu"
+    return device
+
+
+class RowSubset(torch.utils.data.Dataset):
+    """A view of some rows of ``(X, y)`` that never copies ``X``.
+
+    Experts train on clusters of a node's data; handing skorch this dataset
+    instead of ``X[rows]`` keeps a single copy of the training matrix however
+    many experts and candidate K there are.
+    """
+
+    def __init__(self, X, y, rows):
+        self.X = X
+        self.y = y
+        self.rows = np.asarray(rows, dtype=np.intp)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        r = self.rows[i]
+        return torch.from_numpy(self.X[r]), torch.tensor(self.y[r])
+
+
+class FiniteLossGuard(Callback):
+    """skorch callback that stops training as soon as a loss is NaN or inf."""
+
+    def on_batch_end(self, net, batch=None, training=None, **step):
+        loss = step.get("loss")
+        if loss is not None and not torch.isfinite(loss).all():
+            raise DivergenceError("non-finite training loss")
+
+
+def make_classifier_net(
+    module,
+    *,
+    n_features,
+    n_classes,
+    module_params=None,
+    max_epochs=10,
+    lr=1e-3,
+    batch_size=64,
+    optimizer=torch.optim.Adam,
+    device="cpu",
+):
+    """Build an (uninitialised) skorch classifier around ``module``.
+
+    ``module`` is a class returning logits; ``n_features`` and ``n_classes``
+    are passed to it, together with ``module_params``.
+    """
+    params = {f"module__{k}": v for k, v in (module_params or {}).items()}
+    return NeuralNetClassifier(
+        module,
+        module__n_features=int(n_features),
+        module__n_classes=int(n_classes),
+        criterion=nn.CrossEntropyLoss,
+        optimizer=optimizer,
+        lr=lr,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        train_split=None,
+        iterator_train__shuffle=True,
+        callbacks=[("finite_loss", FiniteLossGuard())],
+        device=device,
+        verbose=0,
+        **params,
+    )
+
+
+def _set_lr(net, lr):
+    """Lower ``net``'s learning rate in its optimizer without re-initialising."""
+    net.lr = lr
+    if hasattr(net, "optimizer_"):
+        for group in net.optimizer_.param_groups:
+            group["lr"] = lr
+
+
+def train_net(net, X, y=None, *, seed, stage, partial=False, max_epochs=None):
+    """Fit (or, with ``partial=True``, continue fitting) ``net`` reproducibly.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        The net to train, in place.
+    X, y : array-like or Dataset
+        Training data, passed to skorch.
+    seed : int
+        Seeds initialisation and batch order; the global RNG is restored.
+    stage : str
+        Human-readable name of what is being trained, used in messages.
+    partial : bool, default=False
+        Continue training the current weights (fine-tuning) instead of
+        re-initialising.
+    max_epochs : int, optional
+        Epochs for this call; defaults to ``net.max_epochs``.
+
+    Returns
+    -------
+    net
+        The trained net.
+
+    Raises
+    ------
+    DivergenceError
+        If the loss became NaN or inf again after one retry at a tenth of the
+        learning rate.
+    """
+    saved = None
+    if partial:
+        saved = copy.deepcopy(net.module_.state_dict())
+    device = getattr(net, "device", "cpu")
+    lr = net.lr
+    for attempt in range(2):
+        try:
+            with torch_seed(seed + attempt, device):
+                if partial:
+                    net.partial_fit(X, y, epochs=max_epochs)
+                else:
+                    net.fit(X, y, epochs=max_epochs)
+            return net
+        except DivergenceError:
+            if attempt == 1:
+                break
+            warnings.warn(
+                f"{stage}: the training loss became NaN or inf; retrying once "
+                f"with lr={lr / 10:g}.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            if partial:
+                net.module_.load_state_dict(saved)
+                net.initialize_optimizer()
+            # A net that diverged at this rate keeps the lower one, also for
+            # any later fine-tuning of its copies.
+            _set_lr(net, lr / 10)
+    raise DivergenceError(
+        f"{stage}: training diverged (NaN or inf loss) even with a 10x lower "
+        "learning rate. Scale the features, or lower `lr`."
+    )
+
+
+def _module_of(net_or_module):
+    return getattr(net_or_module, "module_", net_or_module)
+
+
+def _embedding_fn(module):
+    """The function returning ``module``'s embedding for a batch.
+
+    A module's own ``embed`` method wins; otherwise the input of its last
+    ``nn.Linear`` (the output layer cut off) is captured with a hook.
+    """
+    if callable(getattr(module, "embed", None)):
+        return module.embed
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TypeError(
+            f"Cannot take embeddings from {type(module).__name__}: it has no "
+            "`embed` method and no nn.Linear output layer to cut off."
+        )
+    last = linears[-1]
+
+    def fn(x):
+        captured = []
+        handle = last.register_forward_hook(
+            lambda mod, inputs, out: captured.append(inputs[0])
+        )
+        try:
+            module(x)
+        finally:
+            handle.remove()
+        return captured[-1]
+
+    return fn
+
+
+def _device_of(module):
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _batched(module, fn, X, batch_size):
+    device = _device_of(module)
+    was_training = module.training
+    module.eval()
+    outs = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(X), batch_size):
+                xb = torch.as_tensor(
+                    np.asarray(X[start : start + batch_size], dtype=np.float32)
+                ).to(device)
+                outs.append(fn(xb).detach().float().cpu().numpy())
+    finally:
+        module.train(was_training)
+    if not outs:
+        return np.empty((0, 0), dtype=np.float32)
+    return np.concatenate(outs)
+
+
+def embed(net_or_module, X, batch_size=EVAL_BATCH_SIZE):
+    """Embeddings of ``X`` (output layer cut off), as float32 numpy."""
+    module = _module_of(net_or_module)
+    out = _batched(module, _embedding_fn(module), X, batch_size)
+    return out.reshape(len(out), -1)
+
+
+def predict_proba(net_or_module, X, batch_size=EVAL_BATCH_SIZE):
+    """Softmax of the module's logits, as float64 rows summing to one."""
+    module = _module_of(net_or_module)
+    logits = _batched(module, module, X, batch_size).astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    proba = np.exp(logits)
+    proba /= proba.sum(axis=1, keepdims=True)
+    return proba
