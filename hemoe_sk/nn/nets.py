@@ -22,15 +22,23 @@ import contextlib
 import copy
 import warnings
 
+import inspect
+
 import numpy as np
 import torch
-from skorch import NeuralNetClassifier
+from sklearn.base import clone
+from skorch import NeuralNet, NeuralNetClassifier
 from skorch.callbacks import Callback
+from skorch.utils import to_tensor
 from torch import nn
+
+from .modules import MLPEmbedder
 
 __all__ = [
     "DivergenceError",
+    "HemoeNeuralNetClassifier",
     "RowSubset",
+    "build_embedder_net",
     "embed",
     "make_classifier_net",
     "predict_proba",
@@ -117,6 +125,23 @@ class FiniteLossGuard(Callback):
             raise DivergenceError("non-finite training loss")
 
 
+class HemoeNeuralNetClassifier(NeuralNetClassifier):
+    """skorch classifier that adds a module's own auxiliary loss.
+
+    A module may define ``auxiliary_loss(y_true)`` returning a scalar tensor
+    computed from state it kept during its last ``forward`` (DeepMoE's gate
+    sparsity and shallow-embedding losses do this). It is added to the
+    criterion's loss during training only.
+    """
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        aux = getattr(self.module_, "auxiliary_loss", None)
+        if training and callable(aux):
+            loss = loss + aux(to_tensor(y_true, device=self.device))
+        return loss
+
+
 def make_classifier_net(
     module,
     *,
@@ -135,7 +160,7 @@ def make_classifier_net(
     are passed to it, together with ``module_params``.
     """
     params = {f"module__{k}": v for k, v in (module_params or {}).items()}
-    return NeuralNetClassifier(
+    return HemoeNeuralNetClassifier(
         module,
         module__n_features=int(n_features),
         module__n_classes=int(n_classes),
@@ -150,6 +175,74 @@ def make_classifier_net(
         device=device,
         verbose=0,
         **params,
+    )
+
+
+def _accepts(cls, name):
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
+    return name in params or any(
+        p.kind is p.VAR_KEYWORD for p in params.values()
+    )
+
+
+def build_embedder_net(
+    embedder,
+    *,
+    n_features,
+    n_classes,
+    embedder_params=None,
+    max_epochs=10,
+    lr=1e-3,
+    batch_size=64,
+    optimizer=torch.optim.Adam,
+    device="cpu",
+):
+    """Resolve an ``embedder`` parameter into an unfitted skorch classifier.
+
+    Parameters
+    ----------
+    embedder : None, nn.Module subclass or skorch NeuralNet
+        ``None`` builds :class:`~hemoe_sk.nn.MLPEmbedder`. A module class is
+        wrapped with :func:`make_classifier_net` and configured with
+        ``embedder_params``. A skorch net is cloned (never mutated) and keeps
+        its own training settings; ``n_features``/``n_classes`` are filled in
+        when its module accepts them and the net does not set them.
+    """
+    if embedder is None:
+        embedder = MLPEmbedder
+    if isinstance(embedder, type) and issubclass(embedder, nn.Module):
+        return make_classifier_net(
+            embedder,
+            n_features=n_features,
+            n_classes=n_classes,
+            module_params=embedder_params,
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            device=device,
+        )
+    if isinstance(embedder, NeuralNet):
+        if embedder_params:
+            raise ValueError(
+                "embedder__* parameters configure a module class; with a skorch "
+                "net, set module__* parameters on the net itself."
+            )
+        net = clone(embedder)
+        params = net.get_params(deep=False)
+        extra = {}
+        module = params["module"]
+        for name, value in (("n_features", n_features), ("n_classes", n_classes)):
+            key = f"module__{name}"
+            if key not in params and isinstance(module, type) and _accepts(module, name):
+                extra[key] = int(value)
+        return net.set_params(**extra) if extra else net
+    raise TypeError(
+        "embedder must be None, a torch nn.Module subclass (not an instance) or "
+        f"an unfitted skorch NeuralNet; got {type(embedder).__name__}."
     )
 
 
