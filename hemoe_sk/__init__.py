@@ -1,5 +1,7 @@
 """hemoe_sk: hierarchical, embedding-routed mixtures of experts for scikit-learn."""
 
+from .classifier import HierarchicalEmbeddingMoEClassifier
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["HierarchicalEmbeddingMoEClassifier", "__version__"]

@@ -113,7 +113,8 @@ class RowSubset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         r = self.rows[i]
-        return torch.from_numpy(self.X[r]), torch.tensor(self.y[r])
+        # torch.tensor copies the row: X may be a read-only memmap.
+        return torch.tensor(self.X[r]), torch.tensor(self.y[r])
 
 
 class FiniteLossGuard(Callback):
@@ -357,17 +358,18 @@ def _device_of(module):
     return p.device if p is not None else torch.device("cpu")
 
 
-def _batched(module, fn, X, batch_size):
+def _batched(module, fn, X, batch_size, rows=None):
     device = _device_of(module)
     was_training = module.training
     module.eval()
+    n = len(X) if rows is None else len(rows)
     outs = []
     try:
         with torch.no_grad():
-            for start in range(0, len(X), batch_size):
-                xb = torch.as_tensor(
-                    np.asarray(X[start : start + batch_size], dtype=np.float32)
-                ).to(device)
+            for start in range(0, n, batch_size):
+                stop = start + batch_size
+                xb = X[start:stop] if rows is None else X[rows[start:stop]]
+                xb = torch.as_tensor(np.asarray(xb, dtype=np.float32)).to(device)
                 outs.append(fn(xb).detach().float().cpu().numpy())
     finally:
         module.train(was_training)
@@ -376,17 +378,21 @@ def _batched(module, fn, X, batch_size):
     return np.concatenate(outs)
 
 
-def embed(net_or_module, X, batch_size=EVAL_BATCH_SIZE):
-    """Embeddings of ``X`` (output layer cut off), as float32 numpy."""
+def embed(net_or_module, X, *, rows=None, batch_size=EVAL_BATCH_SIZE):
+    """Embeddings of ``X`` (or of ``X[rows]``), output layer cut off.
+
+    Batches are taken from ``X`` directly, so selecting ``rows`` never copies
+    the whole selection. Returns float32 numpy.
+    """
     module = _module_of(net_or_module)
-    out = _batched(module, _embedding_fn(module), X, batch_size)
+    out = _batched(module, _embedding_fn(module), X, batch_size, rows)
     return out.reshape(len(out), -1)
 
 
-def predict_proba(net_or_module, X, batch_size=EVAL_BATCH_SIZE):
-    """Softmax of the module's logits, as float64 rows summing to one."""
+def predict_proba(net_or_module, X, *, rows=None, batch_size=EVAL_BATCH_SIZE):
+    """Softmax of the module's logits on ``X`` (or ``X[rows]``), float64."""
     module = _module_of(net_or_module)
-    logits = _batched(module, module, X, batch_size).astype(np.float64)
+    logits = _batched(module, module, X, batch_size, rows).astype(np.float64)
     logits -= logits.max(axis=1, keepdims=True)
     proba = np.exp(logits)
     proba /= proba.sum(axis=1, keepdims=True)

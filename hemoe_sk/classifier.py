@@ -1,0 +1,501 @@
+"""HierarchicalEmbeddingMoEClassifier: fit grows the tree, predict routes."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from tqdm.auto import tqdm
+
+from .node import NodeContext, NetExpert, search_node
+from .nn.nets import (
+    RowSubset,
+    build_embedder_net,
+    embed,
+    resolve_device,
+    torch_seed,
+    train_net,
+)
+from .tree import HierarchyTree, Node
+
+__all__ = ["HierarchicalEmbeddingMoEClassifier"]
+
+_EMBEDDER_PREFIX = "embedder__"
+
+
+def _default_clusterer():
+    from .cluster.dec import DECClusterer
+
+    # Small and quick: it runs at every node, once per candidate K, on
+    # embeddings (tens of dimensions), not on the raw features.
+    return DECClusterer(
+        hidden_dims=(64,),
+        embedding_dim=8,
+        pretrain_epochs=30,
+        max_iter=300,
+        n_init=3,
+    )
+
+
+class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
+    """Tree of specialists grown by clustering a network's embeddings.
+
+    Fit trains a network (the *embedder*) on all the data, embeds the data
+    with it (output layer cut off), clusters the embeddings, and trains one
+    expert per cluster, starting from the pretrained network. The number of
+    clusters K at every node is chosen by held-out weighted accuracy among
+    ``n_clusters_grid`` and the unsplit node (K=1); a split is kept only when
+    it beats the unsplit node. Each cluster is then treated the same way, down
+    to ``max_depth``. Predict routes each sample from the root to a leaf
+    (``routing="hard"``) or blends the leaves with the routing probabilities
+    (``routing="soft"``).
+
+    With ``max_depth=0`` the estimator is exactly the embedder network trained
+    as a classifier.
+
+    Parameters
+    ----------
+    embedder : None, torch ``nn.Module`` subclass or skorch ``NeuralNet``, \
+            default=None
+        The network. ``None`` uses :class:`~hemoe_sk.nn.MLPEmbedder`. A module
+        class receives ``n_features``, ``n_classes`` and any ``embedder__*``
+        keyword given to this estimator (skorch's convention), must return
+        logits, and is trained with ``CrossEntropyLoss``. An unfitted skorch
+        net is cloned, never mutated, and keeps its own training settings. The
+        embedding is the module's ``embed(x)`` when it has one, else the input
+        of its last ``nn.Linear``.
+    clusterer : estimator, default=None
+        Clusterer with ``fit`` and ``predict`` and an ``n_clusters``
+        parameter, cloned for every node and every K. ``None`` uses a small
+        :class:`~hemoe_sk.DECClusterer` (hidden_dims=(64,), embedding_dim=8,
+        pretrain_epochs=30). A clusterer with a ``pretrain`` method (DEC) is
+        pretrained once per node and refined for each K.
+    n_clusters_grid : tuple of int, default=(2, 3, 4, 5)
+        Candidate numbers of clusters at every node.
+    min_cluster_size : int or float, default=30
+        Smallest allowed cluster: an int counts samples, a float in (0, 1) is
+        a fraction of the node's samples. A K is tried only if all of its
+        clusters are at least this large; a node smaller than twice this is a
+        leaf.
+    max_depth : int, default=2
+        Depth of the tree; 0 trains the embedder alone.
+    validation_size : float, default=0.2
+        Fraction of each node's data held out to score the candidate K.
+    cv : int, cross-validation generator or None, default=None
+        If given, replaces ``validation_size``: the candidates are scored by
+        this cross-validation of each node's data, and the router of the first
+        fold is kept.
+    routing : {"hard", "soft"}, default="hard"
+        How :meth:`predict_proba` combines the leaves.
+    expert : {"finetune", "head"} or classifier, default="finetune"
+        How a cluster's expert is made: ``"finetune"`` continues training a
+        copy of the node's network on the cluster (and the copy becomes the
+        child node's embedder); ``"head"`` trains a new linear head on the
+        node's frozen embeddings; a scikit-learn classifier is cloned and fit
+        on the embeddings.
+    max_epochs : int, default=40
+        Epochs of the root network.
+    expert_max_epochs : int or None, default=None
+        Epochs of each expert; ``None`` means ``max(1, max_epochs // 4)``.
+    lr : float, default=1e-3
+        Learning rate of every network and head.
+    batch_size : int, default=64
+        Training batch size.
+    optimizer : torch optimizer class, default=torch.optim.Adam
+    device : str, default="cpu"
+        Torch device; ``"auto"`` uses CUDA when available. A CUDA device on a
+        machine without CUDA falls back to the CPU with a warning.
+    n_jobs : int or None, default=None
+        Parallel candidates in each node's search (through joblib, so any
+        joblib backend works).
+    random_state : int, RandomState or None, default=None
+        Seeds every network, split and clusterer. The global torch and numpy
+        random states are left as they were.
+    verbose : int, default=0
+        0 is silent; 1 shows a progress bar over nodes.
+    **embedder__kwargs
+        ``embedder__<name>=value`` keywords passed to the embedder module.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when ``X`` has string feature names.
+    embedder_ : skorch NeuralNetClassifier
+        The root network (the whole model when ``max_depth=0``).
+    tree_ : HierarchyTree
+        The fitted hierarchy (see :mod:`hemoe_sk.tree`).
+    n_leaves_ : int
+    depth_ : int
+        Depth actually reached.
+    expert_max_epochs_ : int
+        Epochs each expert was trained.
+    max_path_epochs_ : int
+        Epochs along the longest root-to-leaf path (the root's plus one
+        expert's per level); what an equal-training baseline should get.
+
+    See Also
+    --------
+    hemoe_sk.DECClusterer : the default node clusterer.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.cluster import KMeans
+    >>> from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = HierarchicalEmbeddingMoEClassifier(
+    ...     clusterer=KMeans(n_init=3), max_depth=1, min_cluster_size=10,
+    ...     max_epochs=30, lr=0.01, random_state=0,
+    ... ).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    """
+
+    _parameter_constraints = {
+        "embedder": "no_validation",
+        "clusterer": [None, HasMethods(["fit", "predict"])],
+        "n_clusters_grid": ["array-like"],
+        "min_cluster_size": [
+            Interval(numbers.Integral, 1, None, closed="left"),
+            Interval(numbers.Real, 0, 1, closed="neither"),
+        ],
+        "max_depth": [Interval(numbers.Integral, 0, None, closed="left")],
+        "validation_size": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "cv": [None, "cv_object"],
+        "routing": [StrOptions({"hard", "soft"})],
+        "expert": [
+            StrOptions({"finetune", "head"}),
+            HasMethods(["fit", "predict_proba"]),
+        ],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "expert_max_epochs": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "optimizer": [callable],
+        "device": [str, None],
+        "n_jobs": [None, numbers.Integral],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        embedder=None,
+        *,
+        clusterer=None,
+        n_clusters_grid=(2, 3, 4, 5),
+        min_cluster_size=30,
+        max_depth=2,
+        validation_size=0.2,
+        cv=None,
+        routing="hard",
+        expert="finetune",
+        max_epochs=40,
+        expert_max_epochs=None,
+        lr=1e-3,
+        batch_size=64,
+        optimizer=torch.optim.Adam,
+        device="cpu",
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+        **embedder__kwargs,
+    ):
+        self.embedder = embedder
+        self.clusterer = clusterer
+        self.n_clusters_grid = n_clusters_grid
+        self.min_cluster_size = min_cluster_size
+        self.max_depth = max_depth
+        self.validation_size = validation_size
+        self.cv = cv
+        self.routing = routing
+        self.expert = expert
+        self.max_epochs = max_epochs
+        self.expert_max_epochs = expert_max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.device = device
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        # Stored as given, in one dict that get_params/set_params expose;
+        # checked in fit, as scikit-learn wants of __init__.
+        self._embedder_kwargs = dict(embedder__kwargs)
+
+    # -- embedder__* parameters (skorch's convention) --------------------------
+    def _embedder_params(self):
+        return dict(getattr(self, "_embedder_kwargs", {}))
+
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        params.update(self._embedder_params())
+        return params
+
+    def set_params(self, **params):
+        nested = hasattr(getattr(self, "embedder", None), "set_params")
+        own = {}
+        for key, value in params.items():
+            if key.startswith(_EMBEDDER_PREFIX) and not nested:
+                self._embedder_kwargs = {**self._embedder_params(), key: value}
+            else:
+                own[key] = value
+        return super().set_params(**own) if own else self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+    # -- fit -----------------------------------------------------------------
+    def _min_size(self, n):
+        if isinstance(self.min_cluster_size, numbers.Integral):
+            return int(self.min_cluster_size)
+        return max(1, math.ceil(self.min_cluster_size * n))
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Grow the tree on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        bad = [k for k in self._embedder_params() if not k.startswith(_EMBEDDER_PREFIX)]
+        if bad:
+            raise TypeError(
+                f"Unexpected keyword arguments {bad}: only embedder__* keywords "
+                "are forwarded to the embedder module."
+            )
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        if len(X) < 2:
+            raise ValueError(
+                f"HierarchicalEmbeddingMoEClassifier needs at least 2 samples; got "
+                f"n_samples = {len(X)}."
+            )
+        classes, y_enc = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                "HierarchicalEmbeddingMoEClassifier needs samples of at least 2 "
+                f"classes; got one class only ({classes[0]!r})."
+            )
+        y_enc = y_enc.astype(np.int64)
+        n_classes = len(classes)
+        grid = [int(k) for k in np.ravel(self.n_clusters_grid)]
+        if not grid or min(grid) < 2:
+            raise ValueError(
+                f"n_clusters_grid must hold integers >= 2, got {self.n_clusters_grid!r}."
+            )
+
+        rng = check_random_state(self.random_state)
+        device = resolve_device(self.device)
+        expert_epochs = (
+            max(1, self.max_epochs // 4)
+            if self.expert_max_epochs is None
+            else int(self.expert_max_epochs)
+        )
+        clusterer = _default_clusterer() if self.clusterer is None else self.clusterer
+        if "device" in clusterer.get_params() and self.clusterer is None:
+            clusterer = clusterer.set_params(device=device)
+
+        net = build_embedder_net(
+            self.embedder,
+            n_features=X.shape[1],
+            n_classes=n_classes,
+            embedder_params={
+                k[len(_EMBEDDER_PREFIX):]: v for k, v in self._embedder_params().items()
+            },
+            max_epochs=self.max_epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            device=device,
+        )
+        try:
+            with torch_seed(0):
+                net.initialize()
+        except TypeError as exc:
+            raise TypeError(
+                f"Cannot build the embedder module: {exc}. Check the embedder__* "
+                "parameters against the module's constructor."
+            ) from None
+        all_rows = np.arange(len(X))
+        train_net(
+            net,
+            RowSubset(X, y_enc, all_rows),
+            seed=int(rng.randint(np.iinfo(np.int32).max)),
+            stage="root network",
+        )
+        root_epochs = int(getattr(net, "max_epochs", self.max_epochs))
+
+        nodes = []
+        progress = tqdm(
+            desc="hemoe_sk nodes", unit="node", disable=self.verbose < 1, leave=False
+        )
+
+        def add_node(rows, depth, parent, embedder, classifier, epochs):
+            node = Node(
+                node_id=len(nodes),
+                depth=depth,
+                parent=parent,
+                n_samples=len(rows),
+                class_counts=np.bincount(y_enc[rows], minlength=n_classes),
+                embedder=embedder,
+                classifier=classifier,
+                epochs=epochs,
+            )
+            nodes.append(node)
+            return node
+
+        root = add_node(all_rows, 0, -1, net, NetExpert(net), root_epochs)
+        pending = [(root, all_rows)]
+        while pending:
+            node, rows = pending.pop(0)
+            progress.update(1)
+            min_size = self._min_size(len(rows))
+            can_split = (
+                node.depth < self.max_depth
+                and len(rows) >= 2 * min_size
+                and len(np.unique(y_enc[rows])) > 1
+            )
+            if can_split:
+                children = self._split(
+                    node, rows, X, y_enc, n_classes, clusterer, grid, min_size,
+                    expert_epochs, rng, device,
+                )
+                for c_rows, expert in children:
+                    child_embedder = expert.net if expert.net is not None else node.embedder
+                    child = add_node(
+                        c_rows, node.depth + 1, node.node_id, child_embedder, expert,
+                        node.epochs + expert_epochs,
+                    )
+                    node.children.append(child.node_id)
+                    pending.append((child, c_rows))
+            if node.is_leaf:
+                node.train_accuracy = self._node_accuracy(node, X, y_enc, rows)
+        progress.close()
+
+        self.classes_ = classes
+        self.embedder_ = net
+        self.tree_ = HierarchyTree(nodes, n_classes)
+        self.n_leaves_ = self.tree_.n_leaves
+        self.depth_ = self.tree_.max_depth
+        self.expert_max_epochs_ = expert_epochs
+        self.max_path_epochs_ = self.tree_.max_path_epochs
+        return self
+
+    def _split(
+        self, node, rows, X, y_enc, n_classes, clusterer, grid, min_size,
+        expert_epochs, rng, device,
+    ):
+        """Search the node's K; return ``[(child rows, expert)]`` or ``[]``."""
+        name = f"node {node.node_id} (depth {node.depth})"
+        context = NodeContext(
+            X=X,
+            y=y_enc,
+            rows=rows,
+            E=embed(node.embedder, X, rows=rows),
+            net=node.embedder,
+            n_classes=n_classes,
+            expert=self.expert,
+            expert_epochs=expert_epochs,
+            head_params={
+                "lr": self.lr,
+                "batch_size": self.batch_size,
+                "optimizer": self.optimizer,
+                "device": device,
+            },
+            name=name,
+        )
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        result = search_node(
+            context,
+            n_clusters_grid=grid,
+            clusterer=clusterer,
+            min_cluster_size=min_size,
+            validation_size=self.validation_size,
+            cv=self.cv,
+            seed=seed,
+            n_jobs=self.n_jobs,
+        )
+        node.search = {"scores": result.scores, "cv_results": result.cv_results}
+        if result.n_clusters == 1:
+            return []
+        node.router = result.router
+        children = []
+        for c in range(result.n_clusters):
+            positions = np.flatnonzero(result.labels == c)
+            if len(positions) == 0:
+                # A cluster can be empty on the node's held-out rows only if it
+                # was empty on the fit rows, which the size rule excludes.
+                raise RuntimeError(f"{name}: cluster {c} received no rows.")
+            expert = context.train_expert(
+                positions, seed=seed + 1 + c, stage=f"{name}, final expert {c}"
+            )
+            children.append((rows[positions], expert))
+        return children
+
+    @staticmethod
+    def _node_accuracy(node, X, y_enc, rows):
+        E = embed(node.embedder, X, rows=rows) if node.classifier.needs_embedding else None
+        proba = node.classifier.predict_proba(X, rows, E)
+        return float(np.mean(proba.argmax(axis=1) == y_enc[rows]))
+
+    # -- predict -------------------------------------------------------------
+    def _validate_X(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=np.float32)
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        X = self._validate_X(X)
+        return self.tree_.predict_proba(X, routing=self.routing)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Most probable class of every sample."""
+        proba = self.predict_proba(X)
+        return self.classes_.take(proba.argmax(axis=1))
+
+    def apply(self, X):
+        """Id of the leaf every sample reaches under hard routing."""
+        return self.tree_.apply(self._validate_X(X))
+
+    def decision_path(self, X):
+        """Sparse CSR indicator ``(n_samples, n_nodes)`` of the visited nodes."""
+        return self.tree_.decision_path(self._validate_X(X))
+
+    def export_text(self, decimals=3):
+        """Readable tree: per node depth, size, class counts, the K search
+        scores and the chosen K, and each leaf's training accuracy."""
+        check_is_fitted(self)
+        return self.tree_.export_text(class_names=self.classes_, decimals=decimals)

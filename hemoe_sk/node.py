@@ -1,0 +1,451 @@
+"""One node of the hierarchy: "cluster, then one expert per cluster".
+
+:class:`NodeExpertsClassifier` is the estimator the per-node K search scores
+for every candidate number of clusters (``n_clusters=1`` is the unsplit node:
+one expert trained on all of the node's data). :func:`search_node` runs that
+search with :class:`~sklearn.model_selection.GridSearchCV` and returns the
+chosen partition together with the search's ``cv_results_``.
+
+Data never travels through the search as a matrix. The search sees a column
+of row *positions* into the node; the node's rows of ``X``, its embeddings and
+its network live once in a :class:`NodeContext` that every clone of the node
+estimator shares (``copy.deepcopy`` of a context returns the context itself).
+Experts train on :class:`~hemoe_sk.nn.nets.RowSubset` views, so however many
+candidates and experts there are, ``X`` exists once and only embeddings are
+kept per node.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.cluster import KMeans
+from sklearn.model_selection import (
+    GridSearchCV,
+    KFold,
+    ShuffleSplit,
+    StratifiedKFold,
+    StratifiedShuffleSplit,
+)
+
+from .cluster.routing import hard_assign
+from .nn.modules import LinearHead
+from .nn.nets import (
+    RowSubset,
+    make_classifier_net,
+    predict_proba,
+    train_net,
+)
+
+__all__ = ["NodeContext", "NodeExpertsClassifier", "search_node"]
+
+
+# --------------------------------------------------------------------------
+# Experts. Each maps (X rows, node embeddings) to probabilities over all
+# classes of the tree, so a leaf that never saw a class still gives a column
+# for it.
+# --------------------------------------------------------------------------
+
+
+class ConstantExpert:
+    """A cluster with a single class predicts it with probability 1."""
+
+    needs_embedding = False
+    net = None
+
+    def __init__(self, class_index, n_classes):
+        self.class_index = int(class_index)
+        self.n_classes = int(n_classes)
+
+    def predict_proba(self, X, rows, E):
+        n = len(X) if rows is None else len(rows)
+        proba = np.zeros((n, self.n_classes))
+        proba[:, self.class_index] = 1.0
+        return proba
+
+
+class NetExpert:
+    """A network classifying raw inputs: the root net or a fine-tuned copy.
+
+    A fine-tuned expert's network is also the embedder of the child node it
+    leads to.
+    """
+
+    needs_embedding = False
+
+    def __init__(self, net):
+        self.net = net
+
+    def predict_proba(self, X, rows, E):
+        return predict_proba(self.net, X, rows=rows)
+
+
+class HeadExpert:
+    """A new linear head trained on the node's frozen embeddings."""
+
+    needs_embedding = True
+    net = None
+
+    def __init__(self, head):
+        self.head = head
+
+    def predict_proba(self, X, rows, E):
+        return predict_proba(self.head, E)
+
+
+class SklearnExpert:
+    """Any scikit-learn classifier fitted on the node's embeddings."""
+
+    needs_embedding = True
+    net = None
+
+    def __init__(self, estimator, n_classes):
+        self.estimator = estimator
+        self.n_classes = int(n_classes)
+
+    def predict_proba(self, X, rows, E):
+        proba = np.zeros((len(E), self.n_classes))
+        proba[:, self.estimator.classes_] = self.estimator.predict_proba(E)
+        return proba
+
+
+@dataclass(eq=False)
+class NodeContext:
+    """Everything one node's search shares, held once.
+
+    ``copy.deepcopy`` (which :func:`sklearn.base.clone` applies to parameters)
+    returns the context itself, so candidates never copy the data.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32
+        The whole training matrix of the tree.
+    y : ndarray of shape (n_samples,), int64
+        Encoded labels of the whole training set.
+    rows : ndarray of int
+        The node's rows of ``X``.
+    E : ndarray of shape (len(rows), embedding_dim)
+        The node's embeddings, from ``net``.
+    net : skorch net
+        The node's network (embedder, and start point of fine-tuned experts).
+    n_classes : int
+    expert : "finetune", "head" or a scikit-learn classifier
+    expert_epochs : int
+    head_params : dict
+        ``lr``, ``batch_size``, ``optimizer``, ``device`` for heads.
+    name : str
+        Where in the tree the node is, for messages.
+    pretrained : dict
+        Pretrained clusterer states (DEC autoencoders), keyed by fit rows.
+    fitted_routers : dict
+        Routers fitted during the search, keyed by ``(n_clusters, fit rows)``,
+        so the chosen one is reused rather than refitted.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray
+    E: np.ndarray
+    net: object
+    n_classes: int
+    expert: object = "finetune"
+    expert_epochs: int = 5
+    head_params: dict = field(default_factory=dict)
+    name: str = "node"
+    pretrained: dict = field(default_factory=dict)
+    fitted_routers: dict = field(default_factory=dict)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def train_expert(self, positions, seed, stage):
+        """Train one expert on the node rows at ``positions``."""
+        rows = self.rows[positions]
+        labels = np.unique(self.y[rows])
+        if len(labels) == 1:
+            return ConstantExpert(labels[0], self.n_classes)
+        if isinstance(self.expert, str) and self.expert == "finetune":
+            net = copy.deepcopy(self.net)
+            train_net(
+                net,
+                RowSubset(self.X, self.y, rows),
+                seed=seed,
+                stage=stage,
+                partial=True,
+                max_epochs=self.expert_epochs,
+            )
+            return NetExpert(net)
+        E = self.E[positions]
+        if isinstance(self.expert, str) and self.expert == "head":
+            head = make_classifier_net(
+                LinearHead,
+                n_features=E.shape[1],
+                n_classes=self.n_classes,
+                max_epochs=self.expert_epochs,
+                **self.head_params,
+            )
+            train_net(head, E, self.y[rows], seed=seed, stage=stage)
+            return HeadExpert(head)
+        estimator = clone(self.expert)
+        if "random_state" in estimator.get_params():
+            estimator.set_params(random_state=seed)
+        estimator.fit(E, self.y[rows])
+        return SklearnExpert(estimator, self.n_classes)
+
+
+def _rows_key(positions):
+    positions = np.asarray(positions)
+    return (len(positions), hash(positions.tobytes()))
+
+
+class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
+    """Cluster a node's embeddings, then train one expert per cluster.
+
+    This is the candidate that :func:`search_node` scores for each number of
+    clusters. Its inputs are *positions* into the node held by ``context``
+    (one integer column), not features.
+
+    Parameters
+    ----------
+    n_clusters : int, default=2
+        Number of clusters; 1 is the unsplit node (a single expert).
+    clusterer : estimator, default=None
+        Clusterer with ``fit``/``predict``, cloned with ``n_clusters`` set.
+        ``None`` uses ``KMeans``.
+    min_cluster_size : int, default=1
+        A candidate whose smallest cluster (on the rows it is fit on) is
+        smaller is not eligible: it trains no experts and scores NaN.
+    context : NodeContext
+        The node's shared data.
+    random_state : int, default=0
+        Seed of the clusterer and the experts.
+
+    Attributes
+    ----------
+    router_ : fitted clusterer or None
+    experts_ : list
+        One expert per cluster.
+    cluster_sizes_ : ndarray of shape (n_clusters,)
+    eligible_ : bool
+    """
+
+    def __init__(
+        self,
+        n_clusters=2,
+        *,
+        clusterer=None,
+        min_cluster_size=1,
+        context=None,
+        random_state=0,
+    ):
+        self.n_clusters = n_clusters
+        self.clusterer = clusterer
+        self.min_cluster_size = min_cluster_size
+        self.context = context
+        self.random_state = random_state
+
+    def _positions(self, P):
+        return np.asarray(P, dtype=np.intp).reshape(-1)
+
+    def _make_clusterer(self):
+        base = KMeans(n_init=3) if self.clusterer is None else self.clusterer
+        clusterer = clone(base)
+        params = clusterer.get_params()
+        update = {"n_clusters": self.n_clusters}
+        if "random_state" in params:
+            update["random_state"] = self.random_state
+        return clusterer.set_params(**update)
+
+    def fit_router(self, P):
+        """Fit (or fetch from the search) the router on the rows ``P``.
+
+        Deterministic in ``random_state``, so the router chosen by a search is
+        exactly the one that was scored.
+        """
+        ctx = self.context
+        positions = self._positions(P)
+        if self.n_clusters == 1:
+            return None, np.zeros(len(positions), dtype=np.intp)
+        key = (self.n_clusters, _rows_key(positions))
+        if key in ctx.fitted_routers:
+            router = ctx.fitted_routers[key]
+        else:
+            E = ctx.E[positions]
+            router = self._make_clusterer()
+            pretrained = ctx.pretrained.get(_rows_key(positions))
+            if pretrained is not None:
+                router.fit(E, autoencoder=pretrained)
+            else:
+                router.fit(E)
+            ctx.fitted_routers[key] = router
+        return router, hard_assign(router, ctx.E[positions])
+
+    def fit(self, P, y=None):
+        ctx = self.context
+        positions = self._positions(P)
+        self.router_, labels = self.fit_router(positions)
+        self.cluster_sizes_ = np.bincount(labels, minlength=self.n_clusters)
+        self.eligible_ = bool(self.cluster_sizes_.min() >= self.min_cluster_size)
+        self.experts_ = []
+        if not self.eligible_:
+            return self
+        for c in range(self.n_clusters):
+            self.experts_.append(
+                ctx.train_expert(
+                    positions[labels == c],
+                    seed=self.random_state + 1 + c,
+                    stage=f"{ctx.name}, K={self.n_clusters} search, expert {c}",
+                )
+            )
+        self.classes_ = np.arange(ctx.n_classes)
+        return self
+
+    def predict_proba(self, P):
+        ctx = self.context
+        positions = self._positions(P)
+        E = ctx.E[positions]
+        labels = (
+            np.zeros(len(positions), dtype=np.intp)
+            if self.router_ is None
+            else hard_assign(self.router_, E)
+        )
+        proba = np.zeros((len(positions), ctx.n_classes))
+        for c, expert in enumerate(self.experts_):
+            mask = labels == c
+            if mask.any():
+                proba[mask] = expert.predict_proba(
+                    ctx.X, ctx.rows[positions[mask]], E[mask]
+                )
+        return proba
+
+    def predict(self, P):
+        return self.predict_proba(P).argmax(axis=1)
+
+    def score(self, P, y, sample_weight=None):
+        """Weighted accuracy: sum over clusters of (n_c / N) * acc_c.
+
+        With hard routing this equals the accuracy of the routed experts. An
+        ineligible candidate scores NaN, which the search ranks last.
+        """
+        if not self.eligible_:
+            return np.nan
+        return float(np.mean(self.predict(P) == np.asarray(y)))
+
+
+# --------------------------------------------------------------------------
+# The search
+# --------------------------------------------------------------------------
+
+
+def _node_split(y, validation_size, cv, seed):
+    """The node's train/validation split(s), stratified when possible."""
+    n_classes_min = np.bincount(y).min() if len(y) else 0
+    if cv is None:
+        strat = StratifiedShuffleSplit(
+            n_splits=1, test_size=validation_size, random_state=seed
+        )
+        plain = ShuffleSplit(n_splits=1, test_size=validation_size, random_state=seed)
+    elif isinstance(cv, int):
+        strat = StratifiedKFold(cv, shuffle=True, random_state=seed)
+        plain = KFold(cv, shuffle=True, random_state=seed)
+    else:
+        return list(cv.split(np.zeros((len(y), 1)), y))
+    present = np.bincount(y)[np.unique(y)]
+    if present.min() >= (2 if cv is None else cv) and n_classes_min >= 0:
+        try:
+            return list(strat.split(np.zeros((len(y), 1)), y))
+        except ValueError:
+            pass
+    return list(plain.split(np.zeros((len(y), 1)), y))
+
+
+@dataclass
+class NodeSearchResult:
+    """What :func:`search_node` found for one node."""
+
+    n_clusters: int
+    router: object
+    labels: np.ndarray
+    scores: dict
+    cv_results: dict
+
+
+def search_node(
+    context,
+    *,
+    n_clusters_grid,
+    clusterer,
+    min_cluster_size,
+    validation_size,
+    cv,
+    seed,
+    n_jobs=None,
+):
+    """Choose the node's number of clusters by held-out weighted accuracy.
+
+    Every eligible K in ``n_clusters_grid`` (and K=1, the unsplit node) is a
+    :class:`NodeExpertsClassifier` candidate in a ``GridSearchCV`` over the
+    node's positions. A K>1 is kept only if it scores strictly better than
+    K=1. The returned router is the one that was scored, not a new draw, and
+    ``labels`` routes *all* of the node's rows through it.
+
+    Returns
+    -------
+    NodeSearchResult
+    """
+    y_node = context.y[context.rows]
+    n = len(context.rows)
+    splits = _node_split(y_node, validation_size, cv, seed)
+    n_fit = min(len(train) for train, _ in splits)
+    min_fit = max(1, math.ceil(min_cluster_size * n_fit / n))
+    grid = sorted({1, *[int(k) for k in n_clusters_grid if k * min_fit <= n_fit]})
+
+    if len(grid) > 1 and hasattr(clusterer, "pretrain"):
+        # Pretrain the clusterer (DEC's autoencoder) once per fit set and
+        # share it across every K.
+        for train, _ in splits:
+            pre = clone(clusterer)
+            if "random_state" in pre.get_params():
+                pre.set_params(random_state=seed)
+            pre.pretrain(context.E[train])
+            context.pretrained[_rows_key(train)] = pre.autoencoder_
+
+    candidate = NodeExpertsClassifier(
+        clusterer=clusterer,
+        min_cluster_size=min_fit,
+        context=context,
+        random_state=seed,
+    )
+    search = GridSearchCV(
+        candidate,
+        {"n_clusters": grid},
+        cv=splits,
+        refit=False,
+        error_score="raise",
+        n_jobs=n_jobs,
+    )
+    positions = np.arange(n).reshape(-1, 1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*test scores are non-finite.*")
+        search.fit(positions, y_node)
+    results = search.cv_results_
+    scores = dict(zip(grid, np.asarray(results["mean_test_score"], dtype=float)))
+
+    best_k, best = 1, scores[1]
+    for k in grid[1:]:
+        if np.isfinite(scores[k]) and scores[k] > best:
+            best_k, best = k, scores[k]
+    if best_k == 1:
+        return NodeSearchResult(1, None, np.zeros(n, dtype=np.intp), scores, results)
+
+    chosen = clone(candidate).set_params(n_clusters=best_k)
+    router, _ = chosen.fit_router(splits[0][0])
+    labels = hard_assign(router, context.E)
+    context.pretrained.clear()
+    context.fitted_routers.clear()
+    return NodeSearchResult(best_k, router, labels, scores, results)

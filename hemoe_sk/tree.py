@@ -1,0 +1,223 @@
+"""The fitted hierarchy: nodes, routing (hard and soft), apply, decision_path,
+export_text.
+
+A :class:`Node` holds its network (``embedder``), and either a router with
+children (an inner node) or a classifier (a leaf). Prediction walks the tree
+in batches: at each node the rows that reached it are embedded once, routed,
+and handed on as index arrays, never one sample at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+
+from .cluster.routing import hard_assign, soft_assign
+from .nn.nets import embed
+
+__all__ = ["HierarchyTree", "Node"]
+
+#: Soft routing drops a sample from a subtree when its path probability is
+#: below this; the dropped mass is renormalised away.
+SOFT_ROUTING_EPS = 1e-6
+
+
+@dataclass(eq=False)
+class Node:
+    """One node of a fitted :class:`HierarchyTree`.
+
+    Attributes
+    ----------
+    node_id, depth, parent : int
+        Position in the tree (``parent=-1`` for the root).
+    n_samples : int
+        Training rows that reached the node.
+    class_counts : ndarray of shape (n_classes,)
+        Their class counts.
+    embedder : skorch net
+        Network whose embeddings this node's router (and a head expert) reads.
+    classifier : expert
+        The node's own classifier: used when the node is a leaf.
+    router : fitted clusterer or None
+        ``None`` for a leaf.
+    children : list of int
+        Child node ids, one per cluster of the router.
+    search : dict
+        ``{"scores": {K: held-out weighted accuracy}, "cv_results":
+        GridSearchCV.cv_results_}``; empty when the node was not searched.
+    train_accuracy : float
+        Accuracy of the node's classifier on its own training rows.
+    epochs : int
+        Training epochs on the path from the root to this node, included.
+    """
+
+    node_id: int
+    depth: int
+    parent: int
+    n_samples: int
+    class_counts: np.ndarray
+    embedder: object
+    classifier: object
+    router: object = None
+    children: list = field(default_factory=list)
+    search: dict = field(default_factory=dict)
+    train_accuracy: float = float("nan")
+    epochs: int = 0
+    note: str = ""
+
+    @property
+    def is_leaf(self):
+        return self.router is None
+
+
+class HierarchyTree:
+    """A fitted tree of routers and experts.
+
+    Parameters
+    ----------
+    nodes : list of Node
+        Nodes in id order; ``nodes[0]`` is the root.
+    n_classes : int
+    """
+
+    def __init__(self, nodes, n_classes):
+        self.nodes = nodes
+        self.n_classes = n_classes
+
+    # -- shape ---------------------------------------------------------------
+    @property
+    def node_count(self):
+        return len(self.nodes)
+
+    @property
+    def leaves(self):
+        return [node.node_id for node in self.nodes if node.is_leaf]
+
+    @property
+    def n_leaves(self):
+        return len(self.leaves)
+
+    @property
+    def max_depth(self):
+        return max(node.depth for node in self.nodes)
+
+    @property
+    def max_path_epochs(self):
+        return max(self.nodes[i].epochs for i in self.leaves)
+
+    # -- routing -------------------------------------------------------------
+    def _walk(self, X, soft, visit_leaf, visit_node=None):
+        """Route every row of ``X`` down the tree in batches.
+
+        ``visit_leaf(node, rows, weights, E)`` is called once per reached leaf
+        with the rows that reached it and their path probabilities;
+        ``visit_node(node, rows)`` once per reached node.
+        """
+        stack = [(self.nodes[0], np.arange(len(X)), np.ones(len(X)))]
+        while stack:
+            node, rows, weights = stack.pop()
+            if visit_node is not None:
+                visit_node(node, rows)
+            needs_e = not node.is_leaf or node.classifier.needs_embedding
+            E = embed(node.embedder, X, rows=rows) if needs_e and len(rows) else None
+            if node.is_leaf:
+                visit_leaf(node, rows, weights, E)
+                continue
+            k = len(node.children)
+            if soft:
+                share = soft_assign(node.router, E, k)
+            else:
+                share = np.zeros((len(rows), k))
+                share[np.arange(len(rows)), hard_assign(node.router, E)] = 1.0
+            for c, child in enumerate(node.children):
+                w = weights * share[:, c]
+                keep = w > (SOFT_ROUTING_EPS if soft else 0.0)
+                if keep.any():
+                    stack.append((self.nodes[child], rows[keep], w[keep]))
+
+    def predict_proba(self, X, routing="hard"):
+        """Class probabilities (columns are the tree's encoded classes).
+
+        Hard routing takes the router's cluster at every node; soft routing
+        multiplies the routing probabilities along each path and blends the
+        leaves' probabilities with those weights.
+        """
+        proba = np.zeros((len(X), self.n_classes))
+
+        def visit_leaf(node, rows, weights, E):
+            proba[rows] += weights[:, None] * node.classifier.predict_proba(X, rows, E)
+
+        self._walk(X, routing == "soft", visit_leaf)
+        total = proba.sum(axis=1, keepdims=True)
+        return proba / np.where(total > 0, total, 1.0)
+
+    def apply(self, X):
+        """Leaf id reached by every row under hard routing."""
+        leaf = np.empty(len(X), dtype=np.intp)
+
+        def visit_leaf(node, rows, weights, E):
+            leaf[rows] = node.node_id
+
+        self._walk(X, False, visit_leaf)
+        return leaf
+
+    def decision_path(self, X):
+        """CSR indicator (n_samples, n_nodes) of the nodes each row visits."""
+        visited_rows, visited_nodes = [], []
+
+        def visit_node(node, rows):
+            visited_rows.append(rows)
+            visited_nodes.append(np.full(len(rows), node.node_id))
+
+        self._walk(X, False, lambda *a: None, visit_node)
+        rows = np.concatenate(visited_rows)
+        cols = np.concatenate(visited_nodes)
+        data = np.ones(len(rows), dtype=np.intp)
+        return sparse.csr_matrix(
+            (data, (rows, cols)), shape=(len(X), self.node_count), dtype=np.intp
+        )
+
+    # -- reading -------------------------------------------------------------
+    def export_text(self, class_names=None, decimals=3):
+        """A readable picture of the tree, one line per node."""
+        names = (
+            [str(c) for c in class_names]
+            if class_names is not None
+            else [str(i) for i in range(self.n_classes)]
+        )
+        lines = []
+
+        def fmt_counts(counts):
+            return "{" + ", ".join(
+                f"{names[i]}: {int(c)}" for i, c in enumerate(counts) if c
+            ) + "}"
+
+        def visit(node_id, prefix):
+            node = self.nodes[node_id]
+            head = (
+                f"{prefix}node {node.node_id} (depth {node.depth}, "
+                f"n={node.n_samples}) classes={fmt_counts(node.class_counts)}"
+            )
+            lines.append(head)
+            pad = prefix.replace("|--- ", "|    ") + "    "
+            if node.search:
+                scores = ", ".join(
+                    f"K={k}: {s:.{decimals}f}" if np.isfinite(s) else f"K={k}: n/a"
+                    for k, s in node.search["scores"].items()
+                )
+                chosen = len(node.children) if node.children else 1
+                lines.append(f"{pad}K search (held-out weighted accuracy): {scores}"
+                             f" -> K={chosen}")
+            if node.note:
+                lines.append(f"{pad}{node.note}")
+            if node.is_leaf:
+                lines.append(
+                    f"{pad}leaf: train accuracy {node.train_accuracy:.{decimals}f}"
+                )
+            for child in node.children:
+                visit(child, pad[:-4] + "|--- ")
+
+        visit(0, "")
+        return "\n".join(lines)

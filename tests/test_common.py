@@ -1,0 +1,39 @@
+"""scikit-learn's estimator checks on small, fast configurations of every
+public estimator. Each expected failure carries its reason."""
+
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+
+# Tiny networks and trees: the checks fit hundreds of times. lr is raised so a
+# few epochs reach the accuracy check_classifiers_train demands (0.83).
+TINY_TREE = dict(
+    max_epochs=15,
+    expert_max_epochs=3,
+    lr=0.02,
+    batch_size=32,
+    max_depth=1,
+    n_clusters_grid=(2,),
+    min_cluster_size=5,
+    clusterer=KMeans(n_init=1),
+    embedder__hidden_dims=(16,),
+    random_state=0,
+)
+
+ESTIMATORS = [
+    HierarchicalEmbeddingMoEClassifier(**TINY_TREE),
+    HierarchicalEmbeddingMoEClassifier(routing="soft", expert="head", **TINY_TREE),
+]
+
+EXPECTED_FAILED_CHECKS = {}
+
+
+def _expected_failed_checks(estimator):
+    return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
