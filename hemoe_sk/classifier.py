@@ -15,7 +15,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from .node import NodeContext, NetExpert, search_node
+from .node import NetExpert, NodeContext, overlap_positions, search_node
 from .nn.nets import (
     RowSubset,
     build_embedder_net,
@@ -80,6 +80,19 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         pretrained once per node and refined for each K.
     n_clusters_grid : tuple of int, default=(2, 3, 4, 5)
         Candidate numbers of clusters at every node.
+    cluster_param_grid : dict, list of dicts or None, default=None
+        A general grid over the clusterer's own parameters, replacing
+        ``n_clusters_grid``, for routers that find K themselves, e.g.
+        ``{"clusterer__min_cluster_size": [10, 20, 40]}`` with
+        ``NeighborVoteRouter(HDBSCAN())``. Every point is scored like a K.
+    reducer : transformer or None, default=None
+        Fitted per node on the embeddings before the clusterer (e.g.
+        ``PCA(n_components=8)``); routing applies it too.
+    overlap : float in [0, 1), default=0.0
+        Each expert also trains on the points of other clusters with the
+        highest soft assignment to its cluster, up to ``overlap`` times its
+        cluster's size; it still predicts only what is routed to it. 0 keeps
+        the clusters disjoint.
     min_cluster_size : int or float, default=30
         Smallest allowed cluster: an int counts samples, a float in (0, 1) is
         a fraction of the node's samples. A K is tried only if all of its
@@ -165,6 +178,9 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         "embedder": "no_validation",
         "clusterer": [None, HasMethods(["fit", "predict"])],
         "n_clusters_grid": ["array-like"],
+        "cluster_param_grid": [None, dict, list],
+        "reducer": [None, HasMethods(["fit", "transform"])],
+        "overlap": [Interval(numbers.Real, 0, 1, closed="left")],
         "min_cluster_size": [
             Interval(numbers.Integral, 1, None, closed="left"),
             Interval(numbers.Real, 0, 1, closed="neither"),
@@ -194,6 +210,9 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         *,
         clusterer=None,
         n_clusters_grid=(2, 3, 4, 5),
+        cluster_param_grid=None,
+        reducer=None,
+        overlap=0.0,
         min_cluster_size=30,
         max_depth=2,
         validation_size=0.2,
@@ -214,6 +233,9 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         self.embedder = embedder
         self.clusterer = clusterer
         self.n_clusters_grid = n_clusters_grid
+        self.cluster_param_grid = cluster_param_grid
+        self.reducer = reducer
+        self.overlap = overlap
         self.min_cluster_size = min_cluster_size
         self.max_depth = max_depth
         self.validation_size = validation_size
@@ -422,6 +444,7 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
                 "device": device,
             },
             name=name,
+            overlap=float(self.overlap),
         )
         seed = int(rng.randint(np.iinfo(np.int32).max))
         result = search_node(
@@ -432,23 +455,28 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
             validation_size=self.validation_size,
             cv=self.cv,
             seed=seed,
+            cluster_param_grid=self.cluster_param_grid,
+            reducer=self.reducer,
             n_jobs=self.n_jobs,
         )
         node.search = {"scores": result.scores, "cv_results": result.cv_results}
         if result.n_clusters == 1:
             return []
         node.router = result.router
+        proba = result.router.predict_proba(context.E) if self.overlap > 0 else None
         children = []
         for c in range(result.n_clusters):
-            positions = np.flatnonzero(result.labels == c)
-            if len(positions) == 0:
-                # A cluster can be empty on the node's held-out rows only if it
-                # was empty on the fit rows, which the size rule excludes.
+            own = np.flatnonzero(result.labels == c)
+            if len(own) == 0:
+                # Cannot happen on the fit rows (the size rule excludes it),
+                # so every cluster keeps at least those rows.
                 raise RuntimeError(f"{name}: cluster {c} received no rows.")
             expert = context.train_expert(
-                positions, seed=seed + 1 + c, stage=f"{name}, final expert {c}"
+                overlap_positions(result.labels, proba, c, self.overlap),
+                seed=seed + 1 + c,
+                stage=f"{name}, final expert {c}",
             )
-            children.append((rows[positions], expert))
+            children.append((rows[own], expert))
         return children
 
     @staticmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.cluster import KMeans
 from sklearn.model_selection import (
+    ParameterGrid,
     GridSearchCV,
     KFold,
     ShuffleSplit,
@@ -33,7 +35,7 @@ from sklearn.model_selection import (
     StratifiedShuffleSplit,
 )
 
-from .cluster.routing import hard_assign
+from .cluster.routing import hard_assign, soft_assign
 from .nn.modules import LinearHead
 from .nn.nets import (
     RowSubset,
@@ -114,6 +116,44 @@ class SklearnExpert:
         return proba
 
 
+class Router:
+    """A node's fitted router: an optional reducer, then a clusterer.
+
+    Hard routing follows the clusterer's ``predict``; soft routing its
+    probabilities (see :func:`hemoe_sk.cluster.routing.soft_assign`).
+    """
+
+    def __init__(self, clusterer, reducer, n_clusters):
+        self.clusterer = clusterer
+        self.reducer = reducer
+        self.n_clusters = int(n_clusters)
+
+    def _reduce(self, E):
+        return E if self.reducer is None else self.reducer.transform(E)
+
+    def predict(self, E):
+        return hard_assign(self.clusterer, self._reduce(E))
+
+    def predict_proba(self, E):
+        return soft_assign(self.clusterer, self._reduce(E), self.n_clusters)
+
+
+def overlap_positions(labels, proba, cluster, overlap):
+    """Indices (into ``labels``) an expert for ``cluster`` trains on.
+
+    Its own cluster, plus, when ``overlap > 0``, the points of other clusters
+    with the highest soft assignment to it, up to ``overlap`` times the
+    cluster's size, so boundary points are not orphaned.
+    """
+    own = np.flatnonzero(labels == cluster)
+    n_extra = int(overlap * len(own))
+    if n_extra == 0 or proba is None:
+        return own
+    others = np.flatnonzero(labels != cluster)
+    order = np.argsort(-proba[others, cluster], kind="stable")[:n_extra]
+    return np.sort(np.concatenate([own, others[order]]))
+
+
 @dataclass(eq=False)
 class NodeContext:
     """Everything one node's search shares, held once.
@@ -140,8 +180,11 @@ class NodeContext:
         ``lr``, ``batch_size``, ``optimizer``, ``device`` for heads.
     name : str
         Where in the tree the node is, for messages.
+    overlap : float
+        Share of a cluster's size its expert also takes from other clusters.
     pretrained : dict
-        Pretrained clusterer states (DEC autoencoders), keyed by fit rows.
+        Pretrained clusterer states (DEC autoencoders) and fitted reducers,
+        keyed by fit rows.
     fitted_routers : dict
         Routers fitted during the search, keyed by ``(n_clusters, fit rows)``,
         so the chosen one is reused rather than refitted.
@@ -157,6 +200,7 @@ class NodeContext:
     expert_epochs: int = 5
     head_params: dict = field(default_factory=dict)
     name: str = "node"
+    overlap: float = 0.0
     pretrained: dict = field(default_factory=dict)
     fitted_routers: dict = field(default_factory=dict)
 
@@ -206,28 +250,35 @@ def _rows_key(positions):
 class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
     """Cluster a node's embeddings, then train one expert per cluster.
 
-    This is the candidate that :func:`search_node` scores for each number of
-    clusters. Its inputs are *positions* into the node held by ``context``
-    (one integer column), not features.
+    This is the candidate that :func:`search_node` scores. Its inputs are
+    *positions* into the node held by ``context`` (one integer column), not
+    features.
 
     Parameters
     ----------
-    n_clusters : int, default=2
-        Number of clusters; 1 is the unsplit node (a single expert).
+    n_clusters : int or None, default=2
+        Number of clusters; 1 is the unsplit node (a single expert). ``None``
+        leaves the number to the clusterer (HDBSCAN and other routers that
+        find K themselves), configured by ``clusterer_params``.
+    clusterer_params : dict or None, default=None
+        Parameters set on the clusterer (one point of a general grid).
     clusterer : estimator, default=None
-        Clusterer with ``fit``/``predict``, cloned with ``n_clusters`` set.
-        ``None`` uses ``KMeans``.
+        Clusterer with ``fit``/``predict``, cloned for every fit. ``None``
+        uses ``KMeans``.
+    reducer : transformer or None, default=None
+        Fitted on the embeddings before the clusterer (e.g. ``PCA``).
     min_cluster_size : int, default=1
         A candidate whose smallest cluster (on the rows it is fit on) is
-        smaller is not eligible: it trains no experts and scores NaN.
+        smaller, or that finds a single cluster, is not eligible: it trains no
+        experts and scores NaN.
     context : NodeContext
         The node's shared data.
     random_state : int, default=0
-        Seed of the clusterer and the experts.
+        Seed of the reducer, the clusterer and the experts.
 
     Attributes
     ----------
-    router_ : fitted clusterer or None
+    router_ : Router or None
     experts_ : list
         One expert per cluster.
     cluster_sizes_ : ndarray of shape (n_clusters,)
@@ -238,13 +289,17 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
         self,
         n_clusters=2,
         *,
+        clusterer_params=None,
         clusterer=None,
+        reducer=None,
         min_cluster_size=1,
         context=None,
         random_state=0,
     ):
         self.n_clusters = n_clusters
+        self.clusterer_params = clusterer_params
         self.clusterer = clusterer
+        self.reducer = reducer
         self.min_cluster_size = min_cluster_size
         self.context = context
         self.random_state = random_state
@@ -252,57 +307,85 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
     def _positions(self, P):
         return np.asarray(P, dtype=np.intp).reshape(-1)
 
+    def _seeded(self, estimator):
+        if "random_state" in estimator.get_params():
+            estimator.set_params(random_state=self.random_state)
+        return estimator
+
     def _make_clusterer(self):
         base = KMeans(n_init=3) if self.clusterer is None else self.clusterer
-        clusterer = clone(base)
-        params = clusterer.get_params()
-        update = {"n_clusters": self.n_clusters}
-        if "random_state" in params:
-            update["random_state"] = self.random_state
-        return clusterer.set_params(**update)
+        clusterer = self._seeded(clone(base))
+        if self.clusterer_params:
+            clusterer.set_params(**self.clusterer_params)
+        if self.n_clusters is not None:
+            clusterer.set_params(n_clusters=self.n_clusters)
+        return clusterer
+
+    def _reduced(self, positions):
+        """Embeddings of ``positions`` after the (cached) fitted reducer."""
+        ctx = self.context
+        E = ctx.E[positions]
+        if self.reducer is None:
+            return None, E
+        key = ("reducer", _rows_key(positions))
+        if key not in ctx.pretrained:
+            ctx.pretrained[key] = self._seeded(clone(self.reducer)).fit(E)
+        reducer = ctx.pretrained[key]
+        return reducer, reducer.transform(E)
 
     def fit_router(self, P):
         """Fit (or fetch from the search) the router on the rows ``P``.
 
         Deterministic in ``random_state``, so the router chosen by a search is
-        exactly the one that was scored.
+        exactly the one that was scored. Returns ``(router, labels)``.
         """
         ctx = self.context
         positions = self._positions(P)
         if self.n_clusters == 1:
             return None, np.zeros(len(positions), dtype=np.intp)
-        key = (self.n_clusters, _rows_key(positions))
-        if key in ctx.fitted_routers:
-            router = ctx.fitted_routers[key]
-        else:
-            E = ctx.E[positions]
-            router = self._make_clusterer()
+        key = (self.n_clusters, repr(self.clusterer_params), _rows_key(positions))
+        if key not in ctx.fitted_routers:
+            reducer, Z = self._reduced(positions)
+            clusterer = self._make_clusterer()
             pretrained = ctx.pretrained.get(_rows_key(positions))
             if pretrained is not None:
-                router.fit(E, autoencoder=pretrained)
+                clusterer.fit(Z, autoencoder=pretrained)
             else:
-                router.fit(E)
-            ctx.fitted_routers[key] = router
-        return router, hard_assign(router, ctx.E[positions])
+                clusterer.fit(Z)
+            labels = hard_assign(clusterer, Z)
+            k = self.n_clusters or getattr(clusterer, "n_clusters_", None)
+            k = int(k) if k else int(labels.max()) + 1
+            ctx.fitted_routers[key] = Router(clusterer, reducer, k)
+        router = ctx.fitted_routers[key]
+        return router, router.predict(ctx.E[positions])
 
     def fit(self, P, y=None):
         ctx = self.context
         positions = self._positions(P)
         self.router_, labels = self.fit_router(positions)
-        self.cluster_sizes_ = np.bincount(labels, minlength=self.n_clusters)
-        self.eligible_ = bool(self.cluster_sizes_.min() >= self.min_cluster_size)
+        k = 1 if self.router_ is None else self.router_.n_clusters
+        self.cluster_sizes_ = np.bincount(labels, minlength=k)
+        self.eligible_ = bool(
+            (self.n_clusters == 1 or k > 1)
+            and self.cluster_sizes_.min() >= self.min_cluster_size
+        )
         self.experts_ = []
+        self.classes_ = np.arange(ctx.n_classes)
         if not self.eligible_:
             return self
-        for c in range(self.n_clusters):
+        proba = (
+            self.router_.predict_proba(ctx.E[positions])
+            if self.router_ is not None and ctx.overlap > 0
+            else None
+        )
+        for c in range(k):
             self.experts_.append(
                 ctx.train_expert(
-                    positions[labels == c],
+                    positions[overlap_positions(labels, proba, c, ctx.overlap)],
                     seed=self.random_state + 1 + c,
-                    stage=f"{ctx.name}, K={self.n_clusters} search, expert {c}",
+                    stage=f"{ctx.name}, K={k} search, expert {c}",
                 )
             )
-        self.classes_ = np.arange(ctx.n_classes)
         return self
 
     def predict_proba(self, P):
@@ -312,7 +395,7 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
         labels = (
             np.zeros(len(positions), dtype=np.intp)
             if self.router_ is None
-            else hard_assign(self.router_, E)
+            else self.router_.predict(E)
         )
         proba = np.zeros((len(positions), ctx.n_classes))
         for c, expert in enumerate(self.experts_):
@@ -344,35 +427,51 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
 
 def _node_split(y, validation_size, cv, seed):
     """The node's train/validation split(s), stratified when possible."""
-    n_classes_min = np.bincount(y).min() if len(y) else 0
+    X_dummy = np.zeros((len(y), 1))
     if cv is None:
         strat = StratifiedShuffleSplit(
             n_splits=1, test_size=validation_size, random_state=seed
         )
         plain = ShuffleSplit(n_splits=1, test_size=validation_size, random_state=seed)
-    elif isinstance(cv, int):
-        strat = StratifiedKFold(cv, shuffle=True, random_state=seed)
-        plain = KFold(cv, shuffle=True, random_state=seed)
+        needed = 2
+    elif isinstance(cv, numbers.Integral):
+        strat = StratifiedKFold(int(cv), shuffle=True, random_state=seed)
+        plain = KFold(int(cv), shuffle=True, random_state=seed)
+        needed = int(cv)
     else:
-        return list(cv.split(np.zeros((len(y), 1)), y))
-    present = np.bincount(y)[np.unique(y)]
-    if present.min() >= (2 if cv is None else cv) and n_classes_min >= 0:
+        return list(cv.split(X_dummy, y))
+    counts = np.bincount(y)
+    if counts[counts > 0].min() >= needed:
         try:
-            return list(strat.split(np.zeros((len(y), 1)), y))
-        except ValueError:
+            return list(strat.split(X_dummy, y))
+        except ValueError:  # e.g. fewer test rows than classes
             pass
-    return list(plain.split(np.zeros((len(y), 1)), y))
+    return list(plain.split(X_dummy, y))
 
 
 @dataclass
 class NodeSearchResult:
-    """What :func:`search_node` found for one node."""
+    """What :func:`search_node` found for one node.
 
-    n_clusters: int
+    ``labels`` routes all of the node's rows through ``router``; ``scores``
+    maps a readable candidate name (``"K=3"``, ``"min_cluster_size=10"``) to
+    its held-out weighted accuracy.
+    """
+
     router: object
     labels: np.ndarray
     scores: dict
     cv_results: dict
+
+    @property
+    def n_clusters(self):
+        return 1 if self.router is None else self.router.n_clusters
+
+
+def _candidate_name(params):
+    if params.get("n_clusters") is not None:
+        return f"K={params['n_clusters']}"
+    return ", ".join(f"{k}={v}" for k, v in sorted(params["clusterer_params"].items()))
 
 
 def search_node(
@@ -384,15 +483,19 @@ def search_node(
     validation_size,
     cv,
     seed,
+    cluster_param_grid=None,
+    reducer=None,
     n_jobs=None,
 ):
-    """Choose the node's number of clusters by held-out weighted accuracy.
+    """Choose the node's partition by held-out weighted accuracy.
 
-    Every eligible K in ``n_clusters_grid`` (and K=1, the unsplit node) is a
-    :class:`NodeExpertsClassifier` candidate in a ``GridSearchCV`` over the
-    node's positions. A K>1 is kept only if it scores strictly better than
-    K=1. The returned router is the one that was scored, not a new draw, and
-    ``labels`` routes *all* of the node's rows through it.
+    Every candidate is a :class:`NodeExpertsClassifier` in a
+    ``GridSearchCV`` over the node's positions: K=1 (the unsplit node), and
+    either every K in ``n_clusters_grid`` whose clusters can meet
+    ``min_cluster_size``, or every point of ``cluster_param_grid`` (for
+    routers that find K themselves). A split is kept only if it scores
+    strictly better than K=1. The returned router is the one that was scored
+    (on the first split's fit rows), not a new draw.
 
     Returns
     -------
@@ -403,27 +506,38 @@ def search_node(
     splits = _node_split(y_node, validation_size, cv, seed)
     n_fit = min(len(train) for train, _ in splits)
     min_fit = max(1, math.ceil(min_cluster_size * n_fit / n))
-    grid = sorted({1, *[int(k) for k in n_clusters_grid if k * min_fit <= n_fit]})
-
-    if len(grid) > 1 and hasattr(clusterer, "pretrain"):
-        # Pretrain the clusterer (DEC's autoencoder) once per fit set and
-        # share it across every K.
-        for train, _ in splits:
-            pre = clone(clusterer)
-            if "random_state" in pre.get_params():
-                pre.set_params(random_state=seed)
-            pre.pretrain(context.E[train])
-            context.pretrained[_rows_key(train)] = pre.autoencoder_
+    if cluster_param_grid:
+        grid = [
+            {"n_clusters": [1]},
+            {
+                "n_clusters": [None],
+                "clusterer_params": list(ParameterGrid(cluster_param_grid)),
+            },
+        ]
+    else:
+        ks = sorted({int(k) for k in n_clusters_grid if k * min_fit <= n_fit})
+        grid = [{"n_clusters": [1, *ks]}]
 
     candidate = NodeExpertsClassifier(
         clusterer=clusterer,
+        reducer=reducer,
         min_cluster_size=min_fit,
         context=context,
         random_state=seed,
     )
+    n_candidates = len(ParameterGrid(grid))
+    if n_candidates > 1 and hasattr(clusterer, "pretrain"):
+        # Pretrain the clusterer (DEC's autoencoder) once per fit set and
+        # share it across every candidate.
+        for train, _ in splits:
+            _, Z = candidate._reduced(train)
+            pre = candidate._seeded(clone(clusterer))
+            pre.pretrain(Z)
+            context.pretrained[_rows_key(train)] = pre.autoencoder_
+
     search = GridSearchCV(
         candidate,
-        {"n_clusters": grid},
+        grid,
         cv=splits,
         refit=False,
         error_score="raise",
@@ -434,18 +548,20 @@ def search_node(
         warnings.filterwarnings("ignore", message=".*test scores are non-finite.*")
         search.fit(positions, y_node)
     results = search.cv_results_
-    scores = dict(zip(grid, np.asarray(results["mean_test_score"], dtype=float)))
+    mean = np.asarray(results["mean_test_score"], dtype=float)
+    scores = {_candidate_name(p): m for p, m in zip(results["params"], mean)}
 
-    best_k, best = 1, scores[1]
-    for k in grid[1:]:
-        if np.isfinite(scores[k]) and scores[k] > best:
-            best_k, best = k, scores[k]
-    if best_k == 1:
-        return NodeSearchResult(1, None, np.zeros(n, dtype=np.intp), scores, results)
-
-    chosen = clone(candidate).set_params(n_clusters=best_k)
-    router, _ = chosen.fit_router(splits[0][0])
-    labels = hard_assign(router, context.E)
+    unsplit = next(i for i, p in enumerate(results["params"]) if p["n_clusters"] == 1)
+    best = unsplit
+    for i in range(len(mean)):
+        if np.isfinite(mean[i]) and mean[i] > mean[best]:
+            best = i
+    router = None
+    labels = np.zeros(n, dtype=np.intp)
+    if best != unsplit:
+        chosen = clone(candidate).set_params(**results["params"][best])
+        router, _ = chosen.fit_router(splits[0][0])
+        labels = router.predict(context.E)
     context.pretrained.clear()
     context.fitted_routers.clear()
-    return NodeSearchResult(best_k, router, labels, scores, results)
+    return NodeSearchResult(router, labels, scores, results)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from .cluster.routing import hard_assign, soft_assign
 from .nn.nets import embed
 
 __all__ = ["HierarchyTree", "Node"]
@@ -40,13 +39,14 @@ class Node:
         Network whose embeddings this node's router (and a head expert) reads.
     classifier : expert
         The node's own classifier: used when the node is a leaf.
-    router : fitted clusterer or None
+    router : hemoe_sk.node.Router or None
         ``None`` for a leaf.
     children : list of int
         Child node ids, one per cluster of the router.
     search : dict
-        ``{"scores": {K: held-out weighted accuracy}, "cv_results":
+        ``{"scores": {candidate: held-out weighted accuracy}, "cv_results":
         GridSearchCV.cv_results_}``; empty when the node was not searched.
+        Candidates are named ``"K=3"``, or by their clusterer parameters.
     train_accuracy : float
         Accuracy of the node's classifier on its own training rows.
     epochs : int
@@ -127,10 +127,10 @@ class HierarchyTree:
                 continue
             k = len(node.children)
             if soft:
-                share = soft_assign(node.router, E, k)
+                share = node.router.predict_proba(E)
             else:
                 share = np.zeros((len(rows), k))
-                share[np.arange(len(rows)), hard_assign(node.router, E)] = 1.0
+                share[np.arange(len(rows)), node.router.predict(E)] = 1.0
             for c, child in enumerate(node.children):
                 w = weights * share[:, c]
                 keep = w > (SOFT_ROUTING_EPS if soft else 0.0)
@@ -204,12 +204,13 @@ class HierarchyTree:
             pad = prefix.replace("|--- ", "|    ") + "    "
             if node.search:
                 scores = ", ".join(
-                    f"K={k}: {s:.{decimals}f}" if np.isfinite(s) else f"K={k}: n/a"
-                    for k, s in node.search["scores"].items()
+                    f"{name}: {s:.{decimals}f}" if np.isfinite(s) else f"{name}: n/a"
+                    for name, s in node.search["scores"].items()
                 )
                 chosen = len(node.children) if node.children else 1
-                lines.append(f"{pad}K search (held-out weighted accuracy): {scores}"
-                             f" -> K={chosen}")
+                lines.append(
+                    f"{pad}search (held-out weighted accuracy): {scores} -> K={chosen}"
+                )
             if node.note:
                 lines.append(f"{pad}{node.note}")
             if node.is_leaf:
