@@ -1,0 +1,241 @@
+"""Behaviour of HierarchicalEmbeddingMoEClassifier."""
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_digits, load_iris
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from skorch import NeuralNetClassifier
+
+from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+from hemoe_sk.node import ConstantExpert
+from hemoe_sk.nn import ConvEmbedder, MLPEmbedder
+from hemoe_sk.nn.nets import predict_proba as net_proba
+
+SMALL = dict(
+    max_epochs=12,
+    expert_max_epochs=3,
+    lr=0.005,
+    max_depth=1,
+    n_clusters_grid=(2, 3),
+    min_cluster_size=20,
+    clusterer=KMeans(n_init=2),
+    random_state=0,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    return train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    X_train, _, y_train, _ = digits
+    return HierarchicalEmbeddingMoEClassifier(**SMALL).fit(X_train, y_train)
+
+
+def test_accuracy_floor_on_digits(fitted, digits):
+    _, X_test, _, y_test = digits
+    assert fitted.score(X_test, y_test) >= 0.93
+    assert fitted.n_leaves_ >= 1
+    assert fitted.depth_ <= 1
+
+
+def test_max_depth_zero_is_the_base_network(digits):
+    X_train, X_test, y_train, _ = digits
+    clf = HierarchicalEmbeddingMoEClassifier(**{**SMALL, "max_depth": 0})
+    clf.fit(X_train, y_train)
+    assert clf.n_leaves_ == 1 and clf.depth_ == 0
+    assert clf.tree_.nodes[0].search == {}
+    assert_allclose(clf.predict_proba(X_test), net_proba(clf.embedder_, X_test))
+    assert clf.max_path_epochs_ == SMALL["max_epochs"]
+
+
+def test_probabilities_follow_classes(fitted, digits):
+    _, X_test, _, _ = digits
+    try:
+        for routing in ("hard", "soft"):
+            # routing only matters at prediction: no refit needed
+            fitted.set_params(routing=routing)
+            p = fitted.predict_proba(X_test)
+            assert p.shape == (len(X_test), 10)
+            assert_allclose(p.sum(axis=1), 1.0)
+            assert_array_equal(fitted.predict(X_test), fitted.classes_[p.argmax(axis=1)])
+            assert_allclose(np.exp(fitted.predict_log_proba(X_test)), p)
+    finally:
+        fitted.set_params(routing="hard")
+
+
+def test_apply_and_decision_path_agree(fitted, digits):
+    _, X_test, _, _ = digits
+    leaves = fitted.apply(X_test)
+    path = fitted.decision_path(X_test)
+    assert path.shape == (len(X_test), fitted.tree_.node_count)
+    assert path.format == "csr"
+    assert np.all(path[:, 0].toarray() == 1)
+    assert np.all(path[np.arange(len(X_test)), leaves] == 1)
+    assert set(leaves) <= set(fitted.tree_.leaves)
+    # every sample visits exactly depth(leaf) + 1 nodes
+    depth = np.array([fitted.tree_.nodes[i].depth for i in leaves])
+    assert_array_equal(np.asarray(path.sum(axis=1)).ravel(), depth + 1)
+
+
+def test_export_text_shows_search(fitted):
+    text = fitted.export_text()
+    assert "node 0 (depth 0" in text
+    assert "K=1:" in text and "K=2:" in text
+    assert "train accuracy" in text
+
+
+def test_unsplit_wins_ties_and_search_is_recorded(fitted):
+    root = fitted.tree_.nodes[0]
+    scores = root.search["scores"]
+    assert set(scores) == {"K=1", "K=2", "K=3"}
+    chosen = len(root.children) or 1
+    if chosen > 1:
+        assert scores[f"K={chosen}"] > scores["K=1"]
+    else:
+        assert all(not (s > scores["K=1"]) for s in scores.values())
+    assert "mean_test_score" in root.search["cv_results"]
+
+
+def test_same_seed_same_model_and_rng_untouched(digits):
+    X_train, X_test, y_train, _ = digits
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()[1].copy()
+    threads = torch.get_num_threads()
+    a = HierarchicalEmbeddingMoEClassifier(**SMALL).fit(X_train[:400], y_train[:400])
+    b = HierarchicalEmbeddingMoEClassifier(**SMALL).fit(X_train[:400], y_train[:400])
+    assert_array_equal(a.predict_proba(X_test), b.predict_proba(X_test))
+    assert a.export_text() == b.export_text()
+    assert torch.equal(torch_state, torch.get_rng_state())
+    assert_array_equal(np_state, np.random.get_state()[1])
+    assert torch.get_num_threads() == threads
+
+
+def test_pickle_and_joblib_round_trip(fitted, digits, tmp_path):
+    _, X_test, _, _ = digits
+    expected = fitted.predict_proba(X_test)
+    assert_array_equal(pickle.loads(pickle.dumps(fitted)).predict_proba(X_test), expected)
+    joblib.dump(fitted, tmp_path / "model.joblib")
+    assert_array_equal(joblib.load(tmp_path / "model.joblib").predict_proba(X_test), expected)
+    unfitted = pickle.loads(pickle.dumps(HierarchicalEmbeddingMoEClassifier(**SMALL)))
+    assert unfitted.get_params()["max_depth"] == SMALL["max_depth"]
+
+
+def test_string_labels_pipeline_and_cross_validation():
+    X, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"], dtype=object)[y]
+    tiny = {**SMALL, "max_epochs": 30, "lr": 0.02, "min_cluster_size": 10}
+    pipe = make_pipeline(StandardScaler(), HierarchicalEmbeddingMoEClassifier(**tiny))
+    scores = cross_val_score(pipe, X, names, cv=3)
+    assert scores.mean() >= 0.8
+    pipe.fit(X, names)
+    assert set(pipe.predict(X)) <= set(names)
+    assert list(pipe.classes_) == ["setosa", "versicolor", "virginica"]
+
+
+def test_grid_search_over_own_parameters():
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    clf = HierarchicalEmbeddingMoEClassifier(
+        **{**SMALL, "max_epochs": 20, "lr": 0.02, "max_depth": 0}
+    )
+    search = GridSearchCV(clf, {"lr": [0.001, 0.02], "embedder__hidden_dims": [(8,)]}, cv=2)
+    search.fit(X, y)
+    assert search.best_params_["embedder__hidden_dims"] == (8,)
+    assert search.best_estimator_.embedder_.module_.body[0].out_features == 8
+
+
+def test_embedder_module_class_and_skorch_net(digits):
+    X_train, X_test, y_train, y_test = digits
+    conv = HierarchicalEmbeddingMoEClassifier(
+        ConvEmbedder, embedder__image_shape=(1, 8, 8), **{**SMALL, "max_depth": 0}
+    ).fit(X_train, y_train)
+    assert conv.score(X_test, y_test) >= 0.9
+    net = NeuralNetClassifier(
+        MLPEmbedder,
+        module__hidden_dims=(32,),
+        criterion=torch.nn.CrossEntropyLoss,
+        max_epochs=8,
+        lr=0.01,
+        optimizer=torch.optim.Adam,
+        train_split=None,
+    )
+    before = net.get_params()
+    clf = HierarchicalEmbeddingMoEClassifier(net, **{**SMALL, "max_depth": 0})
+    clf.fit(X_train, y_train)
+    assert clf.score(X_test, y_test) >= 0.85
+    assert not hasattr(net, "module_")  # the user's net was cloned, not fitted
+    assert net.get_params().keys() == before.keys()
+
+
+def test_bad_embedder_params_are_clear(digits):
+    X_train, _, y_train, _ = digits
+    clf = HierarchicalEmbeddingMoEClassifier(embedder__nonsense=3, **SMALL)
+    with pytest.raises(TypeError, match="embedder__"):
+        clf.fit(X_train, y_train)
+    with pytest.raises(TypeError, match="embedder must be"):
+        HierarchicalEmbeddingMoEClassifier(embedder=MLPEmbedder(4, 2)).fit(
+            X_train, y_train
+        )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"expert": "head", "expert_max_epochs": 20},
+        {"expert": LogisticRegression(max_iter=300)},
+        {"overlap": 0.3, "routing": "soft"},
+        {"reducer": PCA(n_components=5)},
+        {"cluster_param_grid": {"n_clusters": [2, 3]}},
+    ],
+    ids=["head", "sklearn-expert", "overlap-soft", "reducer", "param-grid"],
+)
+def test_expert_and_router_options(params, digits):
+    X_train, X_test, y_train, y_test = digits
+    clf = HierarchicalEmbeddingMoEClassifier(**{**SMALL, **params})
+    clf.fit(X_train[:600], y_train[:600])
+    assert clf.score(X_test, y_test) >= 0.85
+    assert_allclose(clf.predict_proba(X_test[:50]).sum(axis=1), 1.0)
+
+
+def test_split_is_forced_and_single_class_leaf_predicts_it():
+    # Two well separated blobs per class: clustering the embeddings separates
+    # the blobs, and with min_cluster_size=1 every K is eligible.
+    rng = np.random.RandomState(0)
+    centers = np.array([[0, 0], [10, 10], [0, 10], [10, 0]], dtype=float)
+    X = np.vstack([c + rng.randn(60, 2) * 0.3 for c in centers])
+    y = np.repeat([0, 1, 0, 1], 60)
+    y[:60] = 2  # the first blob is a class of its own
+    clf = HierarchicalEmbeddingMoEClassifier(
+        **{**SMALL, "max_epochs": 30, "lr": 0.01, "min_cluster_size": 5,
+           "n_clusters_grid": (4,)}
+    ).fit(X, y)
+    # Whatever the search chose, every leaf holding one class is constant.
+    for node in clf.tree_.nodes:
+        if node.is_leaf and np.count_nonzero(node.class_counts) == 1:
+            assert isinstance(node.classifier, ConstantExpert)
+    proba = clf.predict_proba(X)
+    assert_allclose(proba.sum(axis=1), 1.0)
+    assert clf.score(X, y) >= 0.95
+
+
+def test_leaf_missing_classes_still_gives_all_columns():
+    expert = ConstantExpert(class_index=1, n_classes=4)
+    p = expert.predict_proba(np.zeros((3, 2)), None, None)
+    assert p.shape == (3, 4)
+    assert_array_equal(p[:, 1], 1.0)
