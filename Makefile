@@ -27,7 +27,8 @@ demo: install
 	$(BIN)/hemoe-sk demo
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	# One torch thread per pytest worker: -n 2 workers already fill 2 cores.
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m benchmarks.run --quick

@@ -1,7 +1,12 @@
 """hemoe_sk: hierarchical, embedding-routed mixtures of experts for scikit-learn."""
 
 from .classifier import HierarchicalEmbeddingMoEClassifier
+from .moe import MixtureOfExpertsClassifier
 
 __version__ = "0.1.0"
 
-__all__ = ["HierarchicalEmbeddingMoEClassifier", "__version__"]
+__all__ = [
+    "HierarchicalEmbeddingMoEClassifier",
+    "MixtureOfExpertsClassifier",
+    "__version__",
+]

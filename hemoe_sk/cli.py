@@ -26,12 +26,12 @@ class CLIError(Exception):
 # -- CSV ---------------------------------------------------------------------
 
 
-def read_csv(path, target=None):
+def read_csv(path, target=None, *, require_target=False):
     """Read a CSV with a header row.
 
     Returns ``(X, y, feature_names)``; ``y`` is ``None`` when ``target`` is
-    ``None`` or absent from the file (allowed only for prediction). Labels
-    stay strings unless every one parses as a number.
+    ``None`` or absent from the file (an error with ``require_target``).
+    Labels stay strings unless every one parses as a number.
     """
     try:
         with open(path, newline="") as f:
@@ -41,6 +41,8 @@ def read_csv(path, target=None):
     if len(rows) < 2:
         raise CLIError(f"{path}: expected a header row and at least one data row.")
     header = [h.strip() for h in rows[0]]
+    if require_target and target not in header:
+        raise CLIError(f"{path}: no column named {target!r}; columns are {header}.")
     body = [r for r in rows[1:] if r]
     for i, r in enumerate(body, start=2):
         if len(r) != len(header):
@@ -148,9 +150,7 @@ def _fit(args):
 
     from .classifier import HierarchicalEmbeddingMoEClassifier
 
-    X, y, names = read_csv(args.csv, target=args.target)
-    if y is None:
-        raise CLIError(f"{args.csv}: no column named {args.target!r}.")
+    X, y, names = read_csv(args.csv, target=args.target, require_target=True)
     params = {
         "max_depth": args.max_depth,
         "routing": args.routing,
@@ -185,8 +185,11 @@ def _predict(args):
 
     try:
         bundle = joblib.load(args.model)
-    except (OSError, EOFError, ValueError) as exc:
-        raise CLIError(f"cannot load {args.model}: {exc}") from None
+    except Exception as exc:  # unpickling garbage can raise almost anything
+        raise CLIError(
+            f"cannot load {args.model}: not a joblib model file "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(bundle, dict) or "model" not in bundle:
         raise CLIError(f"{args.model} was not written by `hemoe-sk fit`.")
     model, names = bundle["model"], bundle["feature_names"]

@@ -5,7 +5,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+from hemoe_sk import HierarchicalEmbeddingMoEClassifier, MixtureOfExpertsClassifier
 
 # Tiny networks and trees: the checks fit hundreds of times. lr is raised so a
 # few epochs reach the accuracy check_classifiers_train demands (0.83).
@@ -22,9 +22,22 @@ TINY_TREE = dict(
     random_state=0,
 )
 
+TINY_MOE = dict(
+    n_experts=2,
+    expert_hidden=(16,),
+    gate_hidden=(),
+    max_epochs=15,
+    lr=0.03,
+    batch_size=64,
+    random_state=0,
+)
+
 ESTIMATORS = [
     HierarchicalEmbeddingMoEClassifier(**TINY_TREE),
     HierarchicalEmbeddingMoEClassifier(routing="soft", expert="head", **TINY_TREE),
+    MixtureOfExpertsClassifier(gating="soft", **TINY_MOE),
+    MixtureOfExpertsClassifier(gating="topk", k=1, **TINY_MOE),
+    MixtureOfExpertsClassifier(gating="guided", **TINY_MOE),
 ]
 
 EXPECTED_FAILED_CHECKS = {}

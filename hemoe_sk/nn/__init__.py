@@ -1,5 +1,13 @@
 """Torch modules and the skorch glue used by hemoe_sk's estimators."""
 
+from .deepmoe import DeepMoEEmbedder, gate_sparsity
 from .modules import AutoEncoder, ConvEmbedder, LinearHead, MLPEmbedder
 
-__all__ = ["AutoEncoder", "ConvEmbedder", "LinearHead", "MLPEmbedder"]
+__all__ = [
+    "AutoEncoder",
+    "ConvEmbedder",
+    "DeepMoEEmbedder",
+    "LinearHead",
+    "MLPEmbedder",
+    "gate_sparsity",
+]
