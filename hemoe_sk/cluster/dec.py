@@ -1,0 +1,861 @@
+"""Deep Embedded Clustering (DEC) and Improved DEC (IDEC).
+
+:class:`DECClusterer` pretrains an autoencoder on the reconstruction loss,
+initialises cluster centres with k-means on the codes, then refines encoder
+and centres together by minimising KL(P || Q) between the Student-t soft
+assignments Q and a sharpened target distribution P (Xie et al., 2016). With
+``gamma > 0`` the decoder stays in the loss with weight ``gamma`` (IDEC, Guo
+et al., 2017), which keeps the codes faithful to the data.
+
+The pretrained autoencoder can be reused: ``pretrain`` fits only the
+autoencoder, and ``fit(X, autoencoder=...)`` refines a copy of one, so a
+search over the number of clusters pays for pretraining once.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.special import log_softmax, logsumexp
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNet, NeuralNetRegressor
+from skorch.callbacks import Callback
+from torch import nn
+from torch.nn import functional as F
+
+from ..nn.modules import AutoEncoder
+from ..nn.nets import (
+    EVAL_BATCH_SIZE,
+    DivergenceError,
+    FiniteLossGuard,
+    _batched,
+    check_finite_outputs,
+    keep_state_on_error,
+    resolve_device,
+    seed_source,
+    torch_seed,
+    train_net,
+)
+
+__all__ = ["DECClusterer"]
+
+_MAX_SEED = np.iinfo(np.int32).max
+
+
+class _EpochProgress(Callback):
+    """skorch callback showing one tqdm step per epoch (``verbose >= 1``).
+
+    The bar is dropped when the net is pickled, like skorch's own
+    ``ProgressBar``.
+    """
+
+    def __init__(self, desc="pretraining"):
+        self.desc = desc
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar_ = tqdm(total=kwargs.get("epochs") or net.max_epochs, desc=self.desc)
+
+    def on_epoch_end(self, net, **kwargs):
+        bar = getattr(self, "bar_", None)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{net.history[-1, 'train_loss']:.4g}")
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        bar = getattr(self, "bar_", None)
+        if bar is not None:
+            bar.close()
+        self.bar_ = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("bar_", None)
+        return state
+
+
+class _ArrayBatches:
+    """Mini-batches of an in-memory skorch ``Dataset``, sliced, not collated.
+
+    A drop-in for ``torch.utils.data.DataLoader`` as skorch's
+    ``iterator_train``: torch's loader fetches and stacks one row at a time,
+    which costs more than the small autoencoder's forward and backward pass.
+    Batches are slices of the tensors (no copy of ``X``); the order comes
+    from torch's global generator, which :func:`~hemoe_sk.nn.nets.torch_seed`
+    seeds. Data it cannot slice (a user ``Dataset``) goes to a ``DataLoader``.
+    """
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, **kwargs):
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.kwargs = kwargs
+
+    def _arrays(self):
+        X = getattr(self.dataset, "X", None)
+        y = getattr(self.dataset, "y", None)
+        if isinstance(X, np.ndarray) and isinstance(y, np.ndarray):
+            return torch.from_numpy(X), torch.from_numpy(y)
+        return None
+
+    def __len__(self):
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        arrays = self._arrays()
+        if arrays is None:
+            yield from torch.utils.data.DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                shuffle=self.shuffle,
+                **self.kwargs,
+            )
+            return
+        X, y = arrays
+        n = len(X)
+        order = torch.randperm(n) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield X[start : start + self.batch_size], y[start : start + self.batch_size]
+            else:
+                rows = order[start : start + self.batch_size]
+                yield X[rows], y[rows]
+
+
+def _log_soft_assign_np(Z, centers, alpha):
+    """Log of the Student-t soft assignments, computed stably in float64."""
+    Z = np.asarray(Z, dtype=np.float64)
+    centers = np.asarray(centers, dtype=np.float64)
+    d2 = (
+        (Z * Z).sum(axis=1)[:, None]
+        - 2.0 * Z @ centers.T
+        + (centers * centers).sum(axis=1)[None, :]
+    )
+    np.maximum(d2, 0.0, out=d2)
+    return log_softmax(-(alpha + 1.0) / 2.0 * np.log1p(d2 / alpha), axis=1)
+
+
+def _soft_assign_np(Z, centers, alpha):
+    """Student-t soft assignments q (rows sum to one), float64."""
+    q = np.exp(_log_soft_assign_np(Z, centers, alpha))
+    q /= q.sum(axis=1, keepdims=True)
+    return q
+
+
+def _target_distribution(log_q):
+    """DEC target p_ij ∝ q_ij^2 / f_j with f_j = sum_i q_ij, from log q."""
+    log_f = logsumexp(log_q, axis=0)
+    p = np.exp(log_softmax(2.0 * log_q - log_f[None, :], axis=1))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _log_soft_assign_torch(z, centers, alpha):
+    """Log of the Student-t soft assignments of a batch (differentiable)."""
+    d2 = (z[:, None, :] - centers[None, :, :]).pow(2).sum(dim=2)
+    return torch.log_softmax(-(alpha + 1.0) / 2.0 * torch.log1p(d2 / alpha), dim=1)
+
+
+def _reseed_empty_clusters(Z, labels, centers, optimizer, n_clusters):
+    """Move the centre of each empty cluster onto a badly served sample.
+
+    Like k-means, an empty cluster takes the code farthest from its own
+    centre, taken from a cluster that keeps at least one other sample. Adam's
+    moments for a moved centre are reset. Returns the number of centres moved
+    (fewer than the empty ones when the codes have too few distinct values).
+    """
+    counts = np.bincount(labels, minlength=n_clusters)
+    empty = np.flatnonzero(counts == 0)
+    if empty.size == 0:
+        return 0
+    C = centers.detach().cpu().numpy().astype(np.float64)
+    dist = ((Z.astype(np.float64) - C[labels]) ** 2).sum(axis=1)
+    candidates = iter(np.argsort(-dist, kind="stable"))
+    state = optimizer.state.get(centers, {})
+    moved = 0
+    for j in empty:
+        for i in candidates:
+            if dist[i] > 0 and counts[labels[i]] > 1:
+                break
+        else:
+            break
+        counts[labels[i]] -= 1
+        counts[j] += 1
+        with torch.no_grad():
+            centers[j] = torch.as_tensor(Z[i], device=centers.device)
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][j] = 0.0
+        moved += 1
+    return moved
+
+
+class DECClusterer(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator
+):
+    """Deep Embedded Clustering (DEC), and IDEC with ``gamma > 0``.
+
+    A fully connected autoencoder (:class:`hemoe_sk.nn.AutoEncoder`, wrapped
+    in a skorch ``NeuralNetRegressor``) is pretrained to reconstruct ``X``.
+    k-means on its codes gives the initial cluster centres. Encoder and
+    centres are then refined together: the soft assignment of sample i to
+    cluster j is a Student-t kernel
+
+        q_ij ∝ (1 + ||z_i - mu_j||^2 / alpha) ^ (-(alpha + 1) / 2),
+
+    and every ``update_interval`` steps a sharpened target
+    p_ij ∝ q_ij^2 / sum_i q_ij is recomputed on the whole data set. Each
+    mini-batch step minimises KL(P || Q) + ``gamma`` * reconstruction MSE.
+    Training stops when fewer than a fraction ``tol`` of the hard labels
+    changed between two target updates, or after ``max_iter`` steps.
+
+    The refinement is a plain torch loop over the skorch net's ``module_``
+    (skorch's ``fit`` has no place for a target that changes during
+    training); the refined net is kept as :attr:`autoencoder_`.
+
+    Read more in the :doc:`user guide </dec>`.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters.
+
+    hidden_dims : tuple of int, default=(256, 128)
+        Hidden layer sizes of the encoder; the decoder mirrors them.
+
+    embedding_dim : int, default=10
+        Size of the code (the space the clusters live in).
+
+    pretrain_epochs : int, default=150
+        Epochs of autoencoder pretraining on the reconstruction loss.
+
+    max_iter : int, default=2000
+        Maximum number of mini-batch steps of the clustering refinement.
+        ``0`` keeps the k-means centres on the pretrained codes.
+
+    update_interval : int, default=50
+        Number of mini-batch steps between two recomputations of the target
+        distribution P (on the whole data set) and of the stopping test.
+
+    tol : float, default=1e-3
+        Stop when the fraction of samples whose hard label changed between
+        two target updates is below ``tol``.
+
+    alpha : float, default=1.0
+        Degrees of freedom of the Student-t kernel.
+
+    gamma : float, default=0.0
+        Weight of the reconstruction loss during refinement. ``0`` is plain
+        DEC (the decoder is not used after pretraining); ``gamma > 0`` is
+        IDEC.
+
+    batch_size : int, default=256
+        Mini-batch size, for pretraining and refinement.
+
+    lr : float, default=1e-3
+        Adam learning rate, for pretraining and refinement.
+
+    n_init : int, default=20
+        Number of k-means restarts used to find the initial centres.
+
+    device : str or None, default="cpu"
+        Torch device. ``"auto"`` or ``None`` picks CUDA when it is available;
+        asking for CUDA where there is none warns and uses the CPU.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the autoencoder initialisation, the mini-batch order and
+        k-means. Pass an int for reproducible results. The global torch and
+        numpy random states are left as they were.
+
+    verbose : int, default=0
+        ``0`` prints nothing; ``>= 1`` shows tqdm progress bars for
+        pretraining and refinement.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_samples,)
+        Cluster of each training sample, as :meth:`predict` gives it with the
+        final model.
+
+    cluster_centers_ : ndarray of shape (n_clusters, n_codes)
+        Cluster centres in code space (``n_codes`` is the autoencoder's code
+        size).
+
+    n_iter_ : int
+        Number of refinement steps run.
+
+    autoencoder_ : skorch.NeuralNetRegressor
+        The fitted (pretrained, then refined) autoencoder net. Pass it to
+        ``fit(X, autoencoder=...)`` of another instance to skip pretraining.
+
+    history_ : dict of lists
+        ``"pretrain_loss"``: mean reconstruction loss per pretraining epoch
+        (empty when a pretrained autoencoder was given). One entry per target
+        update in ``"iteration"``, ``"delta_label"`` (fraction of labels
+        changed since the previous update, NaN for the first), ``"loss"``,
+        ``"kl"`` and ``"reconstruction"`` (means over the steps since the
+        previous update, NaN for the first).
+
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during :meth:`fit`. Defined only when `X`
+        has feature names that are all strings.
+
+    See Also
+    --------
+    sklearn.cluster.KMeans : Clustering in the input space.
+    sklearn.mixture.GaussianMixture : Soft clustering with ``predict_proba``.
+
+    Notes
+    -----
+    A cluster that ends up with no sample is reported with a
+    :class:`~sklearn.exceptions.ConvergenceWarning`; its column of
+    :meth:`transform` stays well defined (positive, rows sum to one).
+
+    References
+    ----------
+    .. [1] J. Xie, R. Girshick and A. Farhadi, "Unsupervised Deep Embedding
+       for Clustering Analysis", ICML 2016.
+    .. [2] X. Guo, L. Gao, X. Liu and J. Yin, "Improved Deep Embedded
+       Clustering with Local Structure Preservation", IJCAI 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from hemoe_sk.cluster import DECClusterer
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> X = X[:300] / 16.0
+    >>> dec = DECClusterer(n_clusters=10, pretrain_epochs=20, max_iter=100,
+    ...                    random_state=0).fit(X)
+    >>> dec.labels_.shape
+    (300,)
+    >>> proba = dec.predict_proba(X[:2])
+    >>> proba.shape
+    (2, 10)
+    >>> bool(np.allclose(proba.sum(axis=1), 1.0))
+    True
+
+    Pretrain once, then refine for several numbers of clusters:
+
+    >>> from sklearn.base import clone
+    >>> base = clone(dec).pretrain(X)
+    >>> fits = {k: clone(dec).set_params(n_clusters=k).fit(
+    ...     X, autoencoder=base.autoencoder_) for k in (2, 3)}
+    >>> fits[3].cluster_centers_.shape
+    (3, 10)
+    """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "hidden_dims": [tuple, list],
+        "embedding_dim": [Interval(Integral, 1, None, closed="left")],
+        "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "update_interval": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, 1, closed="both")],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "gamma": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_clusters=8,
+        *,
+        hidden_dims=(256, 128),
+        embedding_dim=10,
+        pretrain_epochs=150,
+        max_iter=2000,
+        update_interval=50,
+        tol=1e-3,
+        alpha=1.0,
+        gamma=0.0,
+        batch_size=256,
+        lr=1e-3,
+        n_init=20,
+        device="cpu",
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_clusters = n_clusters
+        self.hidden_dims = hidden_dims
+        self.embedding_dim = embedding_dim
+        self.pretrain_epochs = pretrain_epochs
+        self.max_iter = max_iter
+        self.update_interval = update_interval
+        self.tol = tol
+        self.alpha = alpha
+        self.gamma = gamma
+        self.batch_size = batch_size
+        self.lr = lr
+        self.n_init = n_init
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ helpers
+
+    def _validate_X(self, X, *, reset):
+        X = validate_data(self, X, reset=reset, dtype=np.float32)
+        if not (X.flags.c_contiguous and X.flags.writeable):
+            # torch wants writeable memory; read-only memmaps are copied.
+            X = np.array(X, dtype=np.float32, order="C", copy=True)
+        return X
+
+    def _seeds(self):
+        """Integer seeds for pretraining, k-means and refinement.
+
+        Always drawn in this order, so ``pretrain`` followed by
+        ``fit(autoencoder=...)`` on a clone uses the same seeds as ``fit``.
+        """
+        rng = seed_source(self.random_state)
+        return [int(s) for s in rng.randint(0, _MAX_SEED, size=3)]
+
+    def _check_hidden_dims(self):
+        dims = tuple(self.hidden_dims)
+        if not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
+            for d in dims
+        ):
+            raise ValueError(
+                "hidden_dims must be a tuple of positive ints; got "
+                f"{self.hidden_dims!r}."
+            )
+        return tuple(int(d) for d in dims)
+
+    def _build_autoencoder(self, n_features, device):
+        callbacks = [("finite_loss", FiniteLossGuard())]
+        if self.verbose:
+            callbacks.append(("progress", _EpochProgress("DEC pretraining")))
+        return NeuralNetRegressor(
+            AutoEncoder,
+            module__n_features=int(n_features),
+            module__hidden_dims=self._check_hidden_dims(),
+            module__embedding_dim=int(self.embedding_dim),
+            criterion=nn.MSELoss,
+            optimizer=torch.optim.Adam,
+            lr=self.lr,
+            max_epochs=self.pretrain_epochs,
+            batch_size=self.batch_size,
+            train_split=None,
+            iterator_train=_ArrayBatches,
+            iterator_train__shuffle=True,
+            callbacks=callbacks,
+            device=device,
+            verbose=0,
+        )
+
+    def _pretrain(self, X, seed, device):
+        net = self._build_autoencoder(X.shape[1], device)
+        return train_net(net, X, X, seed=seed, stage="DECClusterer pretraining")
+
+    def _adopt_autoencoder(self, autoencoder, n_features, device):
+        """Deep copy of a fitted autoencoder net, checked against ``X``."""
+        if not isinstance(autoencoder, NeuralNet):
+            raise TypeError(
+                "autoencoder must be a fitted skorch net, such as another "
+                "DECClusterer's `autoencoder_`; got "
+                f"{type(autoencoder).__name__}."
+            )
+        module = getattr(autoencoder, "module_", None)
+        if not getattr(autoencoder, "initialized_", False) or module is None:
+            raise ValueError(
+                "autoencoder is not fitted: call DECClusterer.pretrain(X) or "
+                "fit(X) first and pass its `autoencoder_`."
+            )
+        if not (callable(getattr(module, "encode", None))
+                and callable(getattr(module, "decode", None))):
+            raise TypeError(
+                "autoencoder.module_ must have `encode` and `decode` methods, "
+                f"like hemoe_sk.nn.AutoEncoder; got {type(module).__name__}."
+            )
+        first = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
+        if first is not None and first.in_features != n_features:
+            raise ValueError(
+                f"The given autoencoder expects {first.in_features} input "
+                f"features, but X has {n_features} features."
+            )
+        net = copy.deepcopy(autoencoder)
+        net.module_.to(device)
+        net.device = device
+        return net
+
+    @staticmethod
+    def _encode(module, X):
+        """Codes of validated ``X`` under ``module``, in batches (float32)."""
+        Z = _batched(module, module.encode, X, EVAL_BATCH_SIZE)
+        return Z.reshape(len(X), -1)
+
+    def _soft_assign(self, X):
+        """q for validated ``X`` with the fitted model."""
+        Z = check_finite_outputs(self._encode(self.autoencoder_.module_, X), "codes")
+        return _soft_assign_np(Z, self.cluster_centers_, self.alpha)
+
+    # -------------------------------------------------------------- fitting
+
+    @keep_state_on_error
+    @_fit_context(prefer_skip_nested_validation=True)
+    def pretrain(self, X, y=None):
+        """Fit only the autoencoder on the reconstruction loss.
+
+        Sets :attr:`autoencoder_` (and forgets any earlier clustering), so
+        that ``fit(X, autoencoder=self.autoencoder_)`` on clones of this
+        estimator can skip pretraining.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : DECClusterer
+            This estimator, with :attr:`autoencoder_` fitted.
+        """
+        X = self._validate_X(X, reset=True)
+        for attr in ("labels_", "cluster_centers_", "n_iter_", "history_"):
+            self.__dict__.pop(attr, None)
+        seeds = self._seeds()
+        self.autoencoder_ = self._pretrain(X, seeds[0], resolve_device(self.device))
+        return self
+
+    @keep_state_on_error
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, autoencoder=None):
+        """Pretrain the autoencoder, initialise with k-means, refine.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        autoencoder : skorch.NeuralNet, default=None
+            A fitted autoencoder net, e.g. ``other.autoencoder_`` of a
+            DECClusterer after :meth:`pretrain` or :meth:`fit`. Pretraining
+            is then skipped and a deep copy of it is refined; the given net is
+            not modified. Its architecture replaces ``hidden_dims`` and
+            ``embedding_dim``. Its input size must match ``X``.
+
+        Returns
+        -------
+        self : DECClusterer
+            Fitted estimator.
+        """
+        X = self._validate_X(X, reset=True)
+        n_samples = X.shape[0]
+        if n_samples < self.n_clusters:
+            raise ValueError(
+                f"n_samples={n_samples} should be >= n_clusters="
+                f"{self.n_clusters}: DECClusterer cannot make more clusters "
+                "than there are samples."
+            )
+        device = resolve_device(self.device)
+        pretrain_seed, kmeans_seed, refine_seed = self._seeds()
+        history = {
+            "pretrain_loss": [],
+            "iteration": [],
+            "delta_label": [],
+            "loss": [],
+            "kl": [],
+            "reconstruction": [],
+            "n_reseeded": [],
+        }
+        if autoencoder is None:
+            net = self._pretrain(X, pretrain_seed, device)
+            history["pretrain_loss"] = [float(v) for v in net.history[:, "train_loss"]]
+        else:
+            net = self._adopt_autoencoder(autoencoder, X.shape[1], device)
+
+        Z = self._encode(net.module_, X)
+        with warnings.catch_warnings():
+            # Fewer distinct codes than clusters: reported below, once.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            kmeans = KMeans(
+                n_clusters=self.n_clusters, n_init=self.n_init, random_state=kmeans_seed
+            ).fit(Z)
+        init_centers = kmeans.cluster_centers_.astype(np.float32)
+
+        module_state = copy.deepcopy(net.module_.state_dict())
+        lr = float(self.lr)
+        for attempt in range(2):
+            try:
+                with torch_seed(refine_seed + attempt, device):
+                    centers, n_iter = self._refine(
+                        net.module_, X, init_centers, history, refine_seed + attempt,
+                        lr, device,
+                    )
+                break
+            except DivergenceError:
+                if attempt == 1:
+                    raise DivergenceError(
+                        "DECClusterer refinement: the clustering loss became NaN "
+                        "or inf even with a 10x lower learning rate. Scale the "
+                        "features, or lower `lr`."
+                    ) from None
+                warnings.warn(
+                    "DECClusterer refinement: the loss became NaN or inf; "
+                    f"retrying once with lr={lr / 10:g}.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                net.module_.load_state_dict(module_state)
+                for key in (
+                    "iteration", "delta_label", "loss", "kl", "reconstruction",
+                    "n_reseeded",
+                ):
+                    history[key] = []
+                lr /= 10
+
+        self.autoencoder_ = net
+        self.cluster_centers_ = centers.astype(np.float64)
+        self.n_iter_ = int(n_iter)
+        self.history_ = history
+        self.labels_ = self._soft_assign(X).argmax(axis=1).astype(np.int64)
+
+        n_empty = self.n_clusters - np.unique(self.labels_).size
+        if n_empty:
+            warnings.warn(
+                f"DECClusterer: {n_empty} of the {self.n_clusters} clusters have "
+                "no training sample after refinement (too many clusters for "
+                "the data, or duplicate points). Their soft assignments stay "
+                "defined; consider a smaller n_clusters.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _refine(self, module, X, init_centers, history, seed, lr, device):
+        """The DEC/IDEC refinement loop; returns (centres, steps run).
+
+        A plain torch loop over the skorch net's ``module_``: the target P
+        changes every ``update_interval`` steps, which skorch's ``fit`` has no
+        place for.
+        """
+        n_samples = X.shape[0]
+        alpha = float(self.alpha)
+        gamma = float(self.gamma)
+        batch_size = min(int(self.batch_size), n_samples)
+        centers = nn.Parameter(torch.as_tensor(init_centers, device=device).clone())
+        # Plain DEC never uses the decoder after pretraining.
+        trained = module.encoder if gamma == 0 and hasattr(module, "encoder") else module
+        optimizer = torch.optim.Adam([centers, *trained.parameters()], lr=lr)
+        rng = np.random.default_rng(seed)
+        X_t = torch.from_numpy(X)
+
+        bar = None
+        if self.verbose and self.max_iter:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_iter, desc="DEC refinement")
+
+        prev_labels = None
+        order = rng.permutation(n_samples)
+        pos = 0
+        sums = np.zeros(3)  # loss, kl, reconstruction since the last update
+        n_steps = 0
+        it = 0
+        try:
+            while True:
+                if it % self.update_interval == 0 or it == self.max_iter:
+                    Z = self._encode(module, X)
+                    log_q = _log_soft_assign_np(Z, centers.detach().cpu().numpy(), alpha)
+                    labels = log_q.argmax(axis=1)
+                    delta = (
+                        np.nan
+                        if prev_labels is None
+                        else float(np.mean(labels != prev_labels))
+                    )
+                    means = sums / n_steps if n_steps else np.full(3, np.nan)
+                    history["iteration"].append(it)
+                    history["delta_label"].append(delta)
+                    history["loss"].append(float(means[0]))
+                    history["kl"].append(float(means[1]))
+                    history["reconstruction"].append(float(means[2]))
+                    sums[:] = 0.0
+                    n_steps = 0
+                    if bar is not None and prev_labels is not None:
+                        bar.set_postfix(delta_label=f"{delta:.4f}")
+                    converged = prev_labels is not None and delta < self.tol
+                    if it == self.max_iter or converged:
+                        history["n_reseeded"].append(0)
+                        break
+                    n_reseeded = _reseed_empty_clusters(
+                        Z, labels, centers, optimizer, self.n_clusters
+                    )
+                    history["n_reseeded"].append(n_reseeded)
+                    if n_reseeded:
+                        log_q = _log_soft_assign_np(
+                            Z, centers.detach().cpu().numpy(), alpha
+                        )
+                        labels = log_q.argmax(axis=1)
+                    prev_labels = labels
+                    p_all = torch.from_numpy(
+                        _target_distribution(log_q).astype(np.float32)
+                    )
+
+                if pos + batch_size > n_samples:
+                    order = rng.permutation(n_samples)
+                    pos = 0
+                idx = torch.from_numpy(order[pos : pos + batch_size])
+                pos += batch_size
+                xb = X_t[idx].to(device)
+                pb = p_all[idx].to(device)
+
+                module.train()
+                z = module.encode(xb)
+                kl = F.kl_div(
+                    _log_soft_assign_torch(z, centers, alpha), pb, reduction="batchmean"
+                )
+                if gamma > 0:
+                    rec = F.mse_loss(module.decode(z), xb)
+                    loss = kl + gamma * rec
+                else:
+                    rec = kl.new_zeros(())
+                    loss = kl
+                if not torch.isfinite(loss):
+                    raise DivergenceError("non-finite refinement loss")
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+                sums += (loss.item(), kl.item(), rec.item())
+                n_steps += 1
+                it += 1
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            module.eval()
+        return centers.detach().cpu().numpy(), it
+
+    # ------------------------------------------------------------ inference
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "cluster_centers_")
+
+    @property
+    def _n_features_out(self):
+        """Number of output features of :meth:`transform` (``n_clusters``)."""
+        return self.cluster_centers_.shape[0]
+
+    def embed(self, X):
+        """Autoencoder codes of ``X``.
+
+        Available after :meth:`pretrain` as well as after :meth:`fit`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data to encode.
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_codes), dtype=float32
+            Codes (the space the cluster centres live in).
+        """
+        check_is_fitted(self, "autoencoder_")
+        X = self._validate_X(X, reset=False)
+        return self._encode(self.autoencoder_.module_, X)
+
+    def transform(self, X):
+        """Soft cluster assignments q (Student-t kernel in code space).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data to assign.
+
+        Returns
+        -------
+        Q : ndarray of shape (n_samples, n_clusters)
+            Soft assignments; each row sums to one.
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        return self._soft_assign(X)
+
+    def predict_proba(self, X):
+        """Soft cluster assignments, as :meth:`transform` returns them.
+
+        Named like :meth:`sklearn.mixture.GaussianMixture.predict_proba`, for
+        soft routing.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data to assign.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_clusters)
+            Probability-like soft assignment of each sample to each cluster;
+            rows sum to one.
+        """
+        return self.transform(X)
+
+    def predict(self, X):
+        """Cluster of each sample (the largest soft assignment).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data to assign.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), dtype=int64
+            Cluster index of each sample.
+        """
+        return self.transform(X).argmax(axis=1).astype(np.int64)
+
+    def fit_predict(self, X, y=None, *, autoencoder=None):
+        """Fit, then return the cluster of each training sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        autoencoder : skorch.NeuralNet, default=None
+            A fitted autoencoder net to refine instead of pretraining, as in
+            :meth:`fit`.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), dtype=int64
+            Cluster index of each training sample (:attr:`labels_`).
+        """
+        return self.fit(X, autoencoder=autoencoder).labels_

@@ -1,0 +1,218 @@
+"""The benchmark harness runs end to end on a tiny configuration.
+
+This checks that the suite works (files written, models present, numbers
+finite), not how fast anything is: speed and memory are benchmarks' business.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `benchmarks` is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import _data, _report, run  # noqa: E402
+from benchmarks._models import MODELS, resolve  # noqa: E402
+
+MODELS_RUN = ["base", "tree-hard", "ctrl-epochs", "ctrl-ensemble", "logreg"]
+
+
+def _finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_quick_run_end_to_end(tmp_path):
+    """One tiny --quick run (a single test, so pytest-xdist runs it once)."""
+    out = tmp_path
+    argv = [
+        "--quick",
+        "--datasets",
+        "digits",
+        "--models",
+        ",".join(MODELS_RUN),
+        "--max-rows",
+        "150",
+        "--seeds",
+        "2",
+        "--epochs",
+        "3",
+        "--expert-epochs",
+        "1",
+        "--n-clusters-grid",
+        "2",
+        "--max-depth",
+        "1",
+        "--scaling-rows",
+        "60",
+        "--scaling-factors",
+        "1,2",
+        "--name",
+        "tiny",
+        "--results-dir",
+        str(out),
+        "--out",
+        str(out / "json" / "tiny.json"),
+    ]
+    result = run.main(argv)
+
+    # -- the three files, with the expected models ---------------------------
+    md = (out / "tiny.md").read_text()
+    data = json.loads((out / "json" / "tiny.json").read_text())
+    assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for model in MODELS_RUN:
+        assert f"`{model}`" in md
+        assert model in data["summary"]["digits"], model
+    assert "## Is the gain from the hierarchy? (issue 7)" in md
+    assert "## Scaling" in md
+    assert data["meta"]["config"]["max_epochs"] == 3
+    assert data["meta"]["machine"]["cpu_count"] >= 1
+    assert data["meta"]["command"].startswith("python -m benchmarks.run --quick")
+
+    # -- finite numbers -----------------------------------------------------------
+    runs = [r for r in data["runs"] if r["dataset"] == "digits"]
+    assert {r["seed"] for r in runs} == {0, 1}
+    for r in runs:
+        assert r["error"] is None, r
+        for key in (
+            "accuracy",
+            "fit_s",
+            "predict_rows_per_s",
+            "fit_mem_mb",
+            "peak_rss_mb",
+            "fit_time_ratio",
+            "peak_rss_ratio",
+        ):
+            assert _finite(r[key]), (r["model"], key, r[key])
+        assert 0.0 <= r["accuracy"] <= 1.0
+        assert r["peak_rss_mb"] > 0 and r["fit_s"] > 0
+    summary = data["summary"]["digits"]
+    for model in MODELS_RUN:
+        s = summary[model]
+        assert s["n_seeds"] == 2
+        assert _finite(s["accuracy_mean"]) and _finite(s["accuracy_std"])
+        assert _finite(s["fit_time_ratio_mean"])
+    assert summary["base"]["fit_time_ratio_mean"] == pytest.approx(1.0)
+
+    # -- the controls are sized from the tree fitted on the same split -------
+    by = {(r["model"], r["seed"]): r for r in data["runs"]}
+    for seed in (0, 1):
+        tree = by[("tree-hard", seed)]["info"]
+        ens = by[("ctrl-ensemble", seed)]["info"]
+        assert ens["n_estimators"] == tree["n_leaves_"]
+        assert ens["finetune_epochs_"] == tree["expert_max_epochs_"]
+        assert (
+            by[("ctrl-epochs", seed)]["info"]["max_path_epochs_"]
+            == tree["max_path_epochs_"]
+        )
+    row = data["issue7"]["digits"]
+    assert row["better_control"] in ("ctrl-epochs", "ctrl-ensemble")
+    gain = row["tree-hard"]["gain_over_better_control"]
+    assert _finite(gain["gain_mean"]) and gain["n"] == 2
+    assert row["tree-hard"]["beats_both_beyond_spread"] in (True, False)
+
+    # -- scaling ----------------------------------------------------------------------
+    sc = result["scaling"]
+    assert [p["n_train"] for p in sc["points"]] == [60, 120]
+    assert all(
+        _finite(p["tree_fit_s"]) and _finite(p["base_fit_s"]) for p in sc["points"]
+    )
+    assert _finite(sc["exponents"]["tree_fit_s"])
+
+
+def test_missing_data_folder_is_a_message_not_a_traceback(tmp_path, capsys):
+    result = run.main(
+        [
+            "--datasets",
+            "segment",
+            "--data-dir",
+            str(tmp_path / "absent"),
+            "--models",
+            "logreg",
+            "--no-scaling",
+            "--results-dir",
+            str(tmp_path),
+            "--name",
+            "absent",
+        ]
+    )
+    assert "segment" in result["skipped_datasets"]
+    assert "absent" in capsys.readouterr().out
+    assert (tmp_path / "absent.md").exists()
+
+
+def test_growth_exponent():
+    n = np.array([100, 200, 400, 800])
+    assert _report.growth_exponent(n, 3.0 * n) == pytest.approx(1.0)
+    assert _report.growth_exponent(n, 0.5 * n**2) == pytest.approx(2.0)
+    assert _report.growth_exponent(n[:1], n[:1]) is None
+
+
+def test_issue7_verdict():
+    runs = []
+    for seed, (tree, c1, c2) in enumerate(
+        [(0.9, 0.8, 0.85), (0.92, 0.8, 0.84), (0.91, 0.81, 0.86)]
+    ):
+        for model, acc in (
+            ("tree-hard", tree),
+            ("ctrl-epochs", c1),
+            ("ctrl-ensemble", c2),
+            ("base", 0.7),
+        ):
+            runs.append(
+                {
+                    "dataset": "d",
+                    "seed": seed,
+                    "model": model,
+                    "accuracy": acc,
+                    "error": None,
+                }
+            )
+    row = _report.issue7(runs)["d"]
+    assert row["better_control"] == "ctrl-ensemble"
+    gain = row["tree-hard"]["gain_over_better_control"]
+    assert gain["gain_mean"] == pytest.approx(0.06)
+    assert row["tree-hard"]["beats_both_beyond_spread"] is True
+    # a gain smaller than its spread over seeds is not a win
+    runs[0]["accuracy"] = 0.80
+    row = _report.issue7(runs)["d"]
+    assert row["tree-hard"]["beats_both_beyond_spread"] is False
+
+
+def test_load_csv_with_strings_categories_and_missing(tmp_path):
+    path = tmp_path / "toy.csv"
+    path.write_text(
+        "size,colour,label\n"
+        "1.5,red,yes\n"
+        "2.0,blue,no\n"
+        ",red,yes\n"
+        "3.5,green,\n"
+    )
+    data = _data.load_csv(path, "label")
+    assert data.X.shape == (3, 3)  # size + 2 one-hot colours; unlabelled row dropped
+    assert list(data.y) == ["yes", "no", "yes"]
+    assert data.has_missing
+    with pytest.raises(_data.DataUnavailable, match="not in"):
+        _data.load_csv(path, "nope")
+
+
+def test_load_csv_header_one_name_short(tmp_path):
+    """optdigits.csv's header names 64 of its 65 columns; the label is last."""
+    path = tmp_path / "short.csv"
+    path.write_text("b,class\n1,2,0\n3,4,1\n5,6,1\n")
+    data = _data.load_csv(path, "class")
+    assert data.X.tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert data.y.tolist() == [0, 1, 1]
+    assert any("header" in note for note in data.notes)
+
+
+def test_registry_resolves_dependencies():
+    specs, added = resolve(["ctrl-ensemble"])
+    names = [s.name for s in specs]
+    assert names.index("tree-hard") < names.index("ctrl-ensemble")
+    assert "base" in names and set(added) == {"base", "tree-hard"}
+    assert {"logreg", "hgb", "rf", "datalets", "nt-hmoe"} <= set(MODELS)
