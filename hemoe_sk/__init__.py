@@ -3,6 +3,7 @@
 from .classifier import HierarchicalEmbeddingMoEClassifier
 from .cluster import DECClusterer
 from .moe import MixtureOfExpertsClassifier
+from .persistence import describe, load, save
 
 __version__ = "0.1.0"
 
@@ -11,4 +12,7 @@ __all__ = [
     "HierarchicalEmbeddingMoEClassifier",
     "MixtureOfExpertsClassifier",
     "__version__",
+    "describe",
+    "load",
+    "save",
 ]

@@ -9,9 +9,7 @@ import warnings
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
@@ -20,7 +18,10 @@ from .nn.nets import (
     RowSubset,
     build_embedder_net,
     embed,
+    encode_labels,
+    keep_state_on_error,
     resolve_device,
+    seed_source,
     torch_seed,
     train_net,
 )
@@ -93,6 +94,12 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         highest soft assignment to its cluster, up to ``overlap`` times its
         cluster's size; it still predicts only what is routed to it. 0 keeps
         the clusters disjoint.
+    min_gain : "auto" or float, default="auto"
+        How much a split must beat the unsplit node's held-out accuracy to be
+        kept. ``"auto"`` is one standard error of that accuracy,
+        ``sqrt(a (1 - a) / n_held_out)``: held-out differences of a sample or
+        two are noise, and acting on them cost accuracy in the benchmark.
+        ``0.0`` keeps any strictly better split.
     min_cluster_size : int or float, default=30
         Smallest allowed cluster: an int counts samples, a float in (0, 1) is
         a fraction of the node's samples. A K is tried only if all of its
@@ -181,6 +188,7 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         "cluster_param_grid": [None, dict, list],
         "reducer": [None, HasMethods(["fit", "transform"])],
         "overlap": [Interval(numbers.Real, 0, 1, closed="left")],
+        "min_gain": [StrOptions({"auto"}), Interval(numbers.Real, 0, 1, closed="left")],
         "min_cluster_size": [
             Interval(numbers.Integral, 1, None, closed="left"),
             Interval(numbers.Real, 0, 1, closed="neither"),
@@ -213,6 +221,7 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         cluster_param_grid=None,
         reducer=None,
         overlap=0.0,
+        min_gain="auto",
         min_cluster_size=30,
         max_depth=2,
         validation_size=0.2,
@@ -236,6 +245,7 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         self.cluster_param_grid = cluster_param_grid
         self.reducer = reducer
         self.overlap = overlap
+        self.min_gain = min_gain
         self.min_cluster_size = min_cluster_size
         self.max_depth = max_depth
         self.validation_size = validation_size
@@ -285,6 +295,7 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
             return int(self.min_cluster_size)
         return max(1, math.ceil(self.min_cluster_size * n))
 
+    @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
         """Grow the tree on ``(X, y)``.
@@ -305,13 +316,12 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
                 "are forwarded to the embedder module."
             )
         X, y = validate_data(self, X, y, dtype=np.float32)
-        check_classification_targets(y)
         if len(X) < 2:
             raise ValueError(
                 f"HierarchicalEmbeddingMoEClassifier needs at least 2 samples; got "
                 f"n_samples = {len(X)}."
             )
-        classes, y_enc = np.unique(y, return_inverse=True)
+        classes, y_enc = encode_labels(y)
         if len(classes) < 2:
             raise ValueError(
                 "HierarchicalEmbeddingMoEClassifier needs samples of at least 2 "
@@ -324,8 +334,22 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"n_clusters_grid must hold integers >= 2, got {self.n_clusters_grid!r}."
             )
+        # A stratified validation split needs every class in every part.
+        needed = 2 if self.cv is None else (
+            int(self.cv) if isinstance(self.cv, numbers.Integral) else 1
+        )
+        counts = np.bincount(y_enc)
+        if self.max_depth > 0 and counts.min() < needed:
+            warnings.warn(
+                f"Classes {classes[counts < needed].tolist()} have fewer than "
+                f"{needed} samples, the least a stratified validation split needs: "
+                "the split that scores each node's candidates is drawn unstratified, "
+                "and those classes may be missing from its held-out part.",
+                UserWarning,
+                stacklevel=4,  # fit's two decorators, then the caller
+            )
 
-        rng = check_random_state(self.random_state)
+        rng = seed_source(self.random_state)
         device = resolve_device(self.device)
         expert_epochs = (
             max(1, self.max_epochs // 4)
@@ -396,6 +420,14 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
                 and len(rows) >= 2 * min_size
                 and len(np.unique(y_enc[rows])) > 1
             )
+            if node.depth == 0 and self.max_depth > 0 and len(rows) < 2 * min_size:
+                warnings.warn(
+                    f"The training set has {len(rows)} samples, fewer than 2 * "
+                    f"min_cluster_size = {2 * min_size}: the root cannot be split and "
+                    "the model is the embedder network alone (one leaf).",
+                    UserWarning,
+                    stacklevel=4,
+                )
             if can_split:
                 children = self._split(
                     node, rows, X, y_enc, n_classes, clusterer, grid, min_size,
@@ -457,9 +489,26 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
             seed=seed,
             cluster_param_grid=self.cluster_param_grid,
             reducer=self.reducer,
+            min_gain=self.min_gain,
             n_jobs=self.n_jobs,
         )
         node.search = {"scores": result.scores, "cv_results": result.cv_results}
+        skipped = [] if self.cluster_param_grid else [
+            k for k in grid if f"K={k}" not in result.scores
+        ]
+        if skipped:
+            node.note = (
+                f"K={skipped} not tried: {len(rows)} samples cannot make that many "
+                f"clusters of min_cluster_size={min_size}."
+            )
+            if node.depth == 0 and set(skipped) == set(grid):
+                warnings.warn(
+                    f"No K in n_clusters_grid={tuple(grid)} fits the {len(rows)} "
+                    f"training samples with min_cluster_size={min_size}: the root "
+                    "is a leaf (the embedder network alone).",
+                    UserWarning,
+                    stacklevel=5,
+                )
         if result.n_clusters == 1:
             return []
         node.router = result.router

@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torch.nn import functional as F
@@ -43,6 +42,7 @@ from torch.nn import functional as F
 from .nn.modules import _mlp
 from .nn.nets import (
     _batched,
+    encode_labels,
     keep_state_on_error,
     make_classifier_net,
     predict_proba,
@@ -505,8 +505,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             Fitted estimator.
         """
         X, y = validate_data(self, X, y, dtype=np.float32)
-        check_classification_targets(y)
-        classes, y_enc = np.unique(y, return_inverse=True)
+        classes, y_enc = encode_labels(y)
         if len(classes) < 2:
             raise ValueError(
                 "MixtureOfExpertsClassifier needs samples of at least 2 classes "

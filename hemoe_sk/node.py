@@ -485,6 +485,7 @@ def search_node(
     seed,
     cluster_param_grid=None,
     reducer=None,
+    min_gain=0.0,
     n_jobs=None,
 ):
     """Choose the node's partition by held-out weighted accuracy.
@@ -493,9 +494,11 @@ def search_node(
     ``GridSearchCV`` over the node's positions: K=1 (the unsplit node), and
     either every K in ``n_clusters_grid`` whose clusters can meet
     ``min_cluster_size``, or every point of ``cluster_param_grid`` (for
-    routers that find K themselves). A split is kept only if it scores
-    strictly better than K=1. The returned router is the one that was scored
-    (on the first split's fit rows), not a new draw.
+    routers that find K themselves). A split is kept only if it scores more
+    than ``min_gain`` above K=1; ``min_gain="auto"`` is one standard error of
+    K=1's held-out accuracy, ``sqrt(a (1 - a) / n_held_out)``, so a split must
+    win by more than the noise of the comparison. The returned router is the
+    one that was scored (on the first split's fit rows), not a new draw.
 
     Returns
     -------
@@ -552,9 +555,15 @@ def search_node(
     scores = {_candidate_name(p): m for p, m in zip(results["params"], mean)}
 
     unsplit = next(i for i, p in enumerate(results["params"]) if p["n_clusters"] == 1)
+    if min_gain == "auto":
+        a = mean[unsplit]
+        n_held_out = sum(len(test) for _, test in splits)
+        min_gain = math.sqrt(a * (1.0 - a) / n_held_out)
     best = unsplit
     for i in range(len(mean)):
-        if np.isfinite(mean[i]) and mean[i] > mean[best]:
+        if np.isfinite(mean[i]) and mean[i] > mean[best] and (
+            mean[i] > mean[unsplit] + min_gain
+        ):
             best = i
     router = None
     labels = np.zeros(n, dtype=np.intp)

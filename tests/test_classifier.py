@@ -105,11 +105,26 @@ def test_unsplit_wins_ties_and_search_is_recorded(fitted):
     scores = root.search["scores"]
     assert set(scores) == {"K=1", "K=2", "K=3"}
     chosen = len(root.children) or 1
+    a = scores["K=1"]
+    n_held_out = int(np.ceil(0.2 * root.n_samples))  # validation_size=0.2
+    margin = np.sqrt(a * (1 - a) / n_held_out)
     if chosen > 1:
-        assert scores[f"K={chosen}"] > scores["K=1"]
+        assert scores[f"K={chosen}"] > a + margin - 1e-9
     else:
-        assert all(not (s > scores["K=1"]) for s in scores.values())
+        assert all(not (s > a + margin + 1e-9) for s in scores.values())
     assert "mean_test_score" in root.search["cv_results"]
+
+
+def test_min_gain_zero_keeps_any_strictly_better_split(digits):
+    X_train, _, y_train, _ = digits
+    clf = HierarchicalEmbeddingMoEClassifier(**{**SMALL, "min_gain": 0.0})
+    clf.fit(X_train[:500], y_train[:500])
+    root = clf.tree_.nodes[0]
+    best = max(root.search["scores"].items(), key=lambda kv: (kv[1], kv[0] == "K=1"))
+    if best[1] > root.search["scores"]["K=1"]:
+        assert len(root.children) == int(best[0][2:])
+    else:
+        assert root.is_leaf
 
 
 def test_same_seed_same_model_and_rng_untouched(digits):

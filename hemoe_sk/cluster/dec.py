@@ -238,17 +238,20 @@ class DECClusterer(
     hidden_dims : tuple of int, default=(256, 128)
         Hidden layer sizes of the encoder; the decoder mirrors them.
 
-    embedding_dim : int, default=10
+    embedding_dim : int, default=5
         Size of the code (the space the clusters live in).
 
-    pretrain_epochs : int, default=150
-        Epochs of autoencoder pretraining on the reconstruction loss.
+    pretrain_epochs : int, default=300
+        Epochs of autoencoder pretraining on the reconstruction loss. A
+        well-trained autoencoder matters more than anything else for the
+        quality of the clusters.
+        ``0`` clusters the codes of the randomly initialised autoencoder.
 
     max_iter : int, default=2000
         Maximum number of mini-batch steps of the clustering refinement.
         ``0`` keeps the k-means centres on the pretrained codes.
 
-    update_interval : int, default=50
+    update_interval : int, default=20
         Number of mini-batch steps between two recomputations of the target
         distribution P (on the whole data set) and of the stopping test.
 
@@ -343,7 +346,7 @@ class DECClusterer(
     >>> from hemoe_sk.cluster import DECClusterer
     >>> X, _ = load_digits(return_X_y=True)
     >>> X = X[:300] / 16.0
-    >>> dec = DECClusterer(n_clusters=10, pretrain_epochs=20, max_iter=100,
+    >>> dec = DECClusterer(n_clusters=10, pretrain_epochs=50, max_iter=100,
     ...                    random_state=0).fit(X)
     >>> dec.labels_.shape
     (300,)
@@ -360,7 +363,7 @@ class DECClusterer(
     >>> fits = {k: clone(dec).set_params(n_clusters=k).fit(
     ...     X, autoencoder=base.autoencoder_) for k in (2, 3)}
     >>> fits[3].cluster_centers_.shape
-    (3, 10)
+    (3, 5)
     """
 
     _parameter_constraints: dict = {
@@ -386,10 +389,10 @@ class DECClusterer(
         n_clusters=8,
         *,
         hidden_dims=(256, 128),
-        embedding_dim=10,
-        pretrain_epochs=150,
+        embedding_dim=5,
+        pretrain_epochs=300,
         max_iter=2000,
-        update_interval=50,
+        update_interval=20,
         tol=1e-3,
         alpha=1.0,
         gamma=0.0,
@@ -595,7 +598,7 @@ class DECClusterer(
         else:
             net = self._adopt_autoencoder(autoencoder, X.shape[1], device)
 
-        Z = self._encode(net.module_, X)
+        Z = check_finite_outputs(self._encode(net.module_, X), "codes")
         with warnings.catch_warnings():
             # Fewer distinct codes than clusters: reported below, once.
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -625,7 +628,7 @@ class DECClusterer(
                     "DECClusterer refinement: the loss became NaN or inf; "
                     f"retrying once with lr={lr / 10:g}.",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,  # fit's two decorators, then the caller
                 )
                 net.module_.load_state_dict(module_state)
                 for key in (
@@ -649,7 +652,7 @@ class DECClusterer(
                 "the data, or duplicate points). Their soft assignments stay "
                 "defined; consider a smaller n_clusters.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,  # fit's two decorators, then the caller
             )
         return self
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 
 import inspect
@@ -27,6 +28,8 @@ import inspect
 import numpy as np
 import torch
 from sklearn.base import clone
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNet, NeuralNetClassifier
 from skorch.callbacks import Callback
 from skorch.utils import to_tensor
@@ -39,10 +42,14 @@ __all__ = [
     "HemoeNeuralNetClassifier",
     "RowSubset",
     "build_embedder_net",
+    "check_finite_outputs",
     "embed",
+    "encode_labels",
+    "keep_state_on_error",
     "make_classifier_net",
     "predict_proba",
     "resolve_device",
+    "seed_source",
     "torch_seed",
     "train_net",
 ]
@@ -72,6 +79,59 @@ def torch_seed(seed, device="cpu"):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
+
+
+def seed_source(random_state):
+    """A ``RandomState`` to draw an estimator's seeds from.
+
+    Like :func:`sklearn.utils.check_random_state`, except that ``None`` draws
+    fresh OS entropy instead of using numpy's global RNG, so that ``fit``
+    leaves ``np.random``'s state unchanged.
+    """
+    if random_state is None:
+        return np.random.RandomState(int(np.random.SeedSequence().generate_state(1)[0]))
+    return check_random_state(random_state)
+
+
+def encode_labels(y):
+    """Check classification targets; return ``(classes, codes as int64)``.
+
+    scikit-learn's ``check_classification_targets`` and ``np.unique`` fail
+    with an opaque ``'<' not supported`` when labels mix strings and numbers;
+    this says so instead.
+    """
+    try:
+        check_classification_targets(y)
+        classes, codes = np.unique(y, return_inverse=True)
+    except TypeError:
+        kinds = sorted({type(v).__name__ for v in np.asarray(y, dtype=object).ravel()})
+        raise TypeError(
+            f"y mixes label types {kinds}: labels must be all strings or all "
+            "numbers."
+        ) from None
+    return classes, codes.astype(np.int64)
+
+
+def keep_state_on_error(fit):
+    """Decorate an estimator's ``fit`` so that a failure changes nothing.
+
+    ``validate_data`` sets ``n_features_in_`` (and ``feature_names_in_``)
+    before any training; if ``fit`` then fails, the estimator's previous
+    attributes are put back, so a fitted estimator keeps predicting as before
+    and an unfitted one stays unfitted, never a mix of the two.
+    """
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    return wrapper
 
 
 def resolve_device(device):
@@ -386,13 +446,32 @@ def embed(net_or_module, X, *, rows=None, batch_size=EVAL_BATCH_SIZE):
     """
     module = _module_of(net_or_module)
     out = _batched(module, _embedding_fn(module), X, batch_size, rows)
-    return out.reshape(len(out), -1)
+    return check_finite_outputs(out.reshape(len(out), -1), "embeddings")
+
+
+def check_finite_outputs(out, what="outputs"):
+    """Return ``out``, or raise a clear ValueError if a row has NaN or inf.
+
+    Finite inputs far outside the training range (unscaled data, 1e30) can
+    overflow a network; the result must be an error, never silent NaN
+    probabilities or routes.
+    """
+    out = np.asarray(out)
+    bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"The network's {what} are NaN or inf for {int(bad.sum())} of "
+            f"{len(out)} samples: their features are probably far outside the "
+            "range seen in training (scale new data as the training data was)."
+        )
+    return out
 
 
 def predict_proba(net_or_module, X, *, rows=None, batch_size=EVAL_BATCH_SIZE):
     """Softmax of the module's logits on ``X`` (or ``X[rows]``), float64."""
     module = _module_of(net_or_module)
     logits = _batched(module, module, X, batch_size, rows).astype(np.float64)
+    check_finite_outputs(logits, "outputs")
     logits -= logits.max(axis=1, keepdims=True)
     proba = np.exp(logits)
     proba /= proba.sum(axis=1, keepdims=True)
