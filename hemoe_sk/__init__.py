@@ -1,7 +1,8 @@
 """hemoe_sk: hierarchical, embedding-routed mixtures of experts for scikit-learn."""
 
 from .classifier import HierarchicalEmbeddingMoEClassifier
-from .cluster import DECClusterer
+from .baselines import FineTunedEnsembleClassifier
+from .cluster import DECClusterer, MixtureOfAutoencodersClusterer, NeighborVoteRouter
 from .moe import MixtureOfExpertsClassifier
 from .persistence import describe, load, save
 
@@ -9,8 +10,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DECClusterer",
+    "FineTunedEnsembleClassifier",
     "HierarchicalEmbeddingMoEClassifier",
+    "MixtureOfAutoencodersClusterer",
     "MixtureOfExpertsClassifier",
+    "NeighborVoteRouter",
     "__version__",
     "describe",
     "load",

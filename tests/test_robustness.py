@@ -130,14 +130,7 @@ SUPERVISED = [n for n in NAMES if n not in CLUSTERERS]
 
 #: Known gaps in estimators this file does not own, reported to their
 #: owners; not strict, so a fix shows up as XPASS (then drop the entry).
-KNOWN_GAPS = {
-    ("mixae", "failed fit"): "mixae.py: fit/pretrain lack @keep_state_on_error "
-    "(n_features_in_ is reset before a failing fit)",
-    ("mixae", "global rng"): "mixae.py: random_state=None draws from numpy's global "
-    "RNG (use nets.seed_source)",
-    ("mixae", "overflow"): "mixae.py: transform gives NaN for overflowing inputs "
-    "(use nets.check_finite_outputs on the codes)",
-}
+KNOWN_GAPS = {}
 
 
 def names(gap=None, among=None):
