@@ -131,11 +131,11 @@ class _ArrayBatches:
         n = len(X)
         order = torch.randperm(n) if self.shuffle else None
         for start in range(0, n, self.batch_size):
+            stop = start + self.batch_size
             if order is None:
-                yield X[start : start + self.batch_size], y[start : start + self.batch_size]
+                yield X[start:stop], y[start:stop]
             else:
-                rows = order[start : start + self.batch_size]
-                yield X[rows], y[rows]
+                yield X[order[start:stop]], y[order[start:stop]]
 
 
 def _log_soft_assign_np(Z, centers, alpha):
@@ -309,10 +309,11 @@ class DECClusterer(
     history_ : dict of lists
         ``"pretrain_loss"``: mean reconstruction loss per pretraining epoch
         (empty when a pretrained autoencoder was given). One entry per target
-        update in ``"iteration"``, ``"delta_label"`` (fraction of labels
-        changed since the previous update, NaN for the first), ``"loss"``,
-        ``"kl"`` and ``"reconstruction"`` (means over the steps since the
-        previous update, NaN for the first).
+        update (the last one at the final step) in ``"iteration"``,
+        ``"delta_label"`` (fraction of labels changed since the previous
+        update, NaN for the first), ``"loss"``, ``"kl"`` and
+        ``"reconstruction"`` (means over the steps since the previous update,
+        NaN for the first) and ``"n_reseeded"`` (empty clusters re-seeded).
 
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
@@ -328,9 +329,14 @@ class DECClusterer(
 
     Notes
     -----
-    A cluster that ends up with no sample is reported with a
-    :class:`~sklearn.exceptions.ConvergenceWarning`; its column of
+    A cluster left without samples at a target update is re-seeded on the
+    code farthest from its centre (as k-means does; counted in
+    ``history_["n_reseeded"]``). One still empty at the end is reported with
+    a :class:`~sklearn.exceptions.ConvergenceWarning`; its column of
     :meth:`transform` stays well defined (positive, rows sum to one).
+
+    Results are reproducible for a fixed ``random_state`` and a fixed number
+    of torch threads. The estimator never changes torch's thread settings.
 
     References
     ----------
@@ -512,6 +518,12 @@ class DECClusterer(
         Z = _batched(module, module.encode, X, EVAL_BATCH_SIZE)
         return Z.reshape(len(X), -1)
 
+    def _predict_q(self, X):
+        """q for new ``X`` as a numpy array (``set_output`` wraps only
+        ``transform``, so ``predict`` and ``predict_proba`` stay arrays)."""
+        check_is_fitted(self)
+        return self._soft_assign(self._validate_X(X, reset=False))
+
     def _soft_assign(self, X):
         """q for validated ``X`` with the fitted model."""
         Z = check_finite_outputs(self._encode(self.autoencoder_.module_, X), "codes")
@@ -669,7 +681,9 @@ class DECClusterer(
         batch_size = min(int(self.batch_size), n_samples)
         centers = nn.Parameter(torch.as_tensor(init_centers, device=device).clone())
         # Plain DEC never uses the decoder after pretraining.
-        trained = module.encoder if gamma == 0 and hasattr(module, "encoder") else module
+        trained = module
+        if gamma == 0 and hasattr(module, "encoder"):
+            trained = module.encoder
         optimizer = torch.optim.Adam([centers, *trained.parameters()], lr=lr)
         rng = np.random.default_rng(seed)
         X_t = torch.from_numpy(X)
@@ -690,7 +704,9 @@ class DECClusterer(
             while True:
                 if it % self.update_interval == 0 or it == self.max_iter:
                     Z = self._encode(module, X)
-                    log_q = _log_soft_assign_np(Z, centers.detach().cpu().numpy(), alpha)
+                    log_q = _log_soft_assign_np(
+                        Z, centers.detach().cpu().numpy(), alpha
+                    )
                     labels = log_q.argmax(axis=1)
                     delta = (
                         np.nan
@@ -803,9 +819,7 @@ class DECClusterer(
         Q : ndarray of shape (n_samples, n_clusters)
             Soft assignments; each row sums to one.
         """
-        check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
-        return self._soft_assign(X)
+        return self._predict_q(X)
 
     def predict_proba(self, X):
         """Soft cluster assignments, as :meth:`transform` returns them.
@@ -824,7 +838,7 @@ class DECClusterer(
             Probability-like soft assignment of each sample to each cluster;
             rows sum to one.
         """
-        return self.transform(X)
+        return self._predict_q(X)
 
     def predict(self, X):
         """Cluster of each sample (the largest soft assignment).
@@ -839,7 +853,7 @@ class DECClusterer(
         labels : ndarray of shape (n_samples,), dtype=int64
             Cluster index of each sample.
         """
-        return self.transform(X).argmax(axis=1).astype(np.int64)
+        return self._predict_q(X).argmax(axis=1).astype(np.int64)
 
     def fit_predict(self, X, y=None, *, autoencoder=None):
         """Fit, then return the cluster of each training sample.

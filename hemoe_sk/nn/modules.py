@@ -149,6 +149,9 @@ class AutoEncoder(nn.Module):
     def encode(self, x):
         return self.encoder(x)
 
+    #: The embedding of an autoencoder is its code.
+    embed = encode
+
     def decode(self, z):
         return self.decoder(z)
 
