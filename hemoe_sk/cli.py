@@ -250,7 +250,7 @@ def build_parser():
     fit.add_argument("--target", required=True, help="name of the label column")
     fit.add_argument("--out", default="model.joblib", help="where to save the model")
     fit.add_argument("--max-depth", type=int, default=2)
-    fit.add_argument("--routing", choices=("hard", "soft"), default="hard")
+    fit.add_argument("--routing", choices=("hard", "soft"), default="soft")
     fit.add_argument("--max-epochs", type=int, default=40)
     fit.add_argument("--device", default="cpu")
     fit.add_argument("--random-state", type=int, default=0)

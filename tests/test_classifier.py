@@ -76,7 +76,7 @@ def test_probabilities_follow_classes(fitted, digits):
             assert_array_equal(fitted.predict(X_test), fitted.classes_[p.argmax(axis=1)])
             assert_allclose(np.exp(fitted.predict_log_proba(X_test)), p)
     finally:
-        fitted.set_params(routing="hard")
+        fitted.set_params(routing="soft")
 
 
 def test_apply_and_decision_path_agree(fitted, digits):
