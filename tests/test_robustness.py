@@ -453,7 +453,7 @@ def test_cluster_with_a_single_class_gets_a_constant_expert():
     Xs[:, 0] += np.where(side, 8.0, -8.0)
     ys = np.where(side, 1 + (Xs[:, 1] > 0), 0)  # one side is all class 0
     with quiet(), splits_preferred():
-        est = tree().fit(Xs, ys)
+        est = tree(routing="hard").fit(Xs, ys)
     leaves = [est.tree_.nodes[i] for i in est.tree_.leaves]
     constant = [n for n in leaves if isinstance(n.classifier, ConstantExpert)]
     assert constant, est.export_text()
