@@ -392,7 +392,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         Class labels.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         Feature names, when ``X`` had string column names.
     net_ : HemoeNeuralNetClassifier
         The trained skorch net; ``net_.module_`` is a

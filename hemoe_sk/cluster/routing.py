@@ -170,7 +170,7 @@ class NeighborVoteRouter(ClusterMixin, BaseEstimator):
         Number of clusters found (K); the number of routing columns of
         :meth:`predict_proba`.
 
-    cluster_centers_ : ndarray of shape (n_clusters_, n_features)
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
         Mean of the training points of each cluster (used only to order
         equal votes, see :meth:`predict_proba`).
 
@@ -353,7 +353,7 @@ class NeighborVoteRouter(ClusterMixin, BaseEstimator):
         return self
 
     def _votes(self, X):
-        """Routing probabilities of validated ``X``, shape (n, n_clusters_)."""
+        """Routing probabilities of validated ``X``, shape ``(n, n_clusters_)``."""
         n = X.shape[0]
         k = self.n_neighbors_
         dist, ind = self.nn_.kneighbors(X, n_neighbors=k)
@@ -399,7 +399,7 @@ class NeighborVoteRouter(ClusterMixin, BaseEstimator):
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_clusters_)
+        proba : ndarray of shape (n_samples, n_clusters)
             Rows sum to one; :meth:`predict` is their argmax.
         """
         check_is_fitted(self)
