@@ -495,7 +495,11 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
             min_gain=self.min_gain,
             n_jobs=self.n_jobs,
         )
-        node.search = {"scores": result.scores, "cv_results": result.cv_results}
+        node.search = {
+            "scores": result.scores,
+            "cv_results": result.cv_results,
+            "min_gain": result.min_gain,
+        }
         skipped = [] if self.cluster_param_grid else [
             k for k in grid if f"K={k}" not in result.scores
         ]

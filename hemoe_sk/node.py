@@ -462,6 +462,7 @@ class NodeSearchResult:
     labels: np.ndarray
     scores: dict
     cv_results: dict
+    min_gain: float = 0.0
 
     @property
     def n_clusters(self):
@@ -573,4 +574,4 @@ def search_node(
         labels = router.predict(context.E)
     context.pretrained.clear()
     context.fitted_routers.clear()
-    return NodeSearchResult(router, labels, scores, results)
+    return NodeSearchResult(router, labels, scores, results, float(min_gain))

@@ -45,7 +45,8 @@ class Node:
         Child node ids, one per cluster of the router.
     search : dict
         ``{"scores": {candidate: held-out weighted accuracy}, "cv_results":
-        GridSearchCV.cv_results_}``; empty when the node was not searched.
+        GridSearchCV.cv_results_, "min_gain": margin a split had to beat}``;
+        empty when the node was not searched.
         Candidates are named ``"K=3"``, or by their clusterer parameters.
     train_accuracy : float
         Accuracy of the node's classifier on its own training rows.
@@ -211,6 +212,11 @@ class HierarchyTree:
                 lines.append(
                     f"{pad}search (held-out weighted accuracy): {scores} -> K={chosen}"
                 )
+                if node.search.get("min_gain"):
+                    lines.append(
+                        f"{pad}(a split is kept only if it beats K=1 by more than "
+                        f"{node.search['min_gain']:.{decimals}f})"
+                    )
             if node.note:
                 lines.append(f"{pad}{node.note}")
             if node.is_leaf:
