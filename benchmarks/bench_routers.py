@@ -218,6 +218,7 @@ def run_dataset(name, cfg, table):
         expert_max_epochs=cfg["expert_epochs"],
         max_depth=cfg["max_depth"],
         n_clusters_grid=tuple(cfg["n_clusters_grid"]),
+        min_gain=cfg["min_gain"],
     )
     runs = [("base", None, {**common, "max_depth": 0})]
     for router, (_, params) in routers(cfg).items():
@@ -336,6 +337,10 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--expert-epochs", type=int, default=None)
     parser.add_argument("--max-depth", type=int, default=None)
+    parser.add_argument(
+        "--min-gain", default="auto",
+        help="the classifier's min_gain ('auto' or a number); 0 keeps any strictly "
+        "better split, which compares routers on more splits")
     parser.add_argument("--data-dir", default=str(_data.DEFAULT_DATA_DIR))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch/BLAS threads (default 1; 0 leaves the defaults)")
@@ -352,7 +357,8 @@ def main(argv=None):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value
-    cfg.update(quick=args.quick, data_dir=args.data_dir, routers=args.routers)
+    cfg.update(quick=args.quick, data_dir=args.data_dir, routers=args.routers,
+               min_gain=args.min_gain if args.min_gain == "auto" else float(args.min_gain))
     if args.routers and "dec" not in args.routers:
         print("note: 'dec' not selected: fit-time ratios will read n/a")
     limit_threads(args.threads)

@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 from skorch import NeuralNet
 
 from .nn.nets import (
+    EmbedderParamsMixin,
     build_embedder_net,
     encode_labels,
     keep_state_on_error,
@@ -43,7 +44,6 @@ from .nn.nets import (
 
 __all__ = ["FineTunedEnsembleClassifier"]
 
-_PREFIX = "embedder__"
 
 
 def _seed_source(random_state):
@@ -58,7 +58,7 @@ def _seed_source(random_state):
     return check_random_state(random_state)
 
 
-class FineTunedEnsembleClassifier(ClassifierMixin, BaseEstimator):
+class FineTunedEnsembleClassifier(EmbedderParamsMixin, ClassifierMixin, BaseEstimator):
     """Base network plus an ensemble of fine-tuned copies (equal-compute control).
 
     Fitting trains the base network (the same network, built from the same
@@ -189,39 +189,6 @@ class FineTunedEnsembleClassifier(ClassifierMixin, BaseEstimator):
         # rejects any that does not start with "embedder__".
         self._embedder_kwargs = dict(embedder_params)
 
-    # ------------------------------------------------------------------
-    # embedder__* parameters are exposed through get_params/set_params, the
-    # way skorch exposes module__*, so clone() and grid searches keep them.
-    # ------------------------------------------------------------------
-    def _embedder_params(self):
-        for key in getattr(self, "_embedder_kwargs", {}):
-            if not key.startswith(_PREFIX) or key == _PREFIX:
-                raise TypeError(
-                    f"{type(self).__name__} got an unexpected keyword argument "
-                    f"{key!r}; module parameters are passed as "
-                    f"'{_PREFIX}<name>'."
-                )
-        return {
-            k[len(_PREFIX) :]: v
-            for k, v in getattr(self, "_embedder_kwargs", {}).items()
-        }
-
-    def get_params(self, deep=True):
-        params = super().get_params(deep=deep)
-        params.update(getattr(self, "_embedder_kwargs", {}))
-        return params
-
-    def set_params(self, **params):
-        nested = hasattr(params.get("embedder", self.embedder), "set_params")
-        own = {}
-        for key in list(params):
-            if key.startswith(_PREFIX) and not nested:
-                own[key] = params.pop(key)
-        super().set_params(**params)
-        if own:
-            self._embedder_kwargs = {**getattr(self, "_embedder_kwargs", {}), **own}
-        return self
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
@@ -250,7 +217,7 @@ class FineTunedEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self : FineTunedEnsembleClassifier
             The fitted estimator.
         """
-        embedder_params = self._embedder_params()
+        embedder_params = self._module_params()
         X, y = validate_data(self, X, y, dtype=np.float32)
         classes, y_enc = encode_labels(y)
         if len(classes) < 2:

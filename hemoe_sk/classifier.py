@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .node import NetExpert, NodeContext, overlap_positions, search_node
 from .nn.nets import (
+    EmbedderParamsMixin,
     RowSubset,
     build_embedder_net,
     embed,
@@ -28,9 +29,6 @@ from .nn.nets import (
 from .tree import HierarchyTree, Node
 
 __all__ = ["HierarchicalEmbeddingMoEClassifier"]
-
-_EMBEDDER_PREFIX = "embedder__"
-
 
 def _default_clusterer():
     from .cluster.dec import DECClusterer
@@ -46,7 +44,9 @@ def _default_clusterer():
     )
 
 
-class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
+class HierarchicalEmbeddingMoEClassifier(
+    EmbedderParamsMixin, ClassifierMixin, BaseEstimator
+):
     """Tree of specialists grown by clustering a network's embeddings.
 
     Fit trains a network (the *embedder*) on all the data, embeds the data
@@ -268,25 +268,6 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         # checked in fit, as scikit-learn wants of __init__.
         self._embedder_kwargs = dict(embedder__kwargs)
 
-    # -- embedder__* parameters (skorch's convention) --------------------------
-    def _embedder_params(self):
-        return dict(getattr(self, "_embedder_kwargs", {}))
-
-    def get_params(self, deep=True):
-        params = super().get_params(deep=deep)
-        params.update(self._embedder_params())
-        return params
-
-    def set_params(self, **params):
-        nested = hasattr(getattr(self, "embedder", None), "set_params")
-        own = {}
-        for key, value in params.items():
-            if key.startswith(_EMBEDDER_PREFIX) and not nested:
-                self._embedder_kwargs = {**self._embedder_params(), key: value}
-            else:
-                own[key] = value
-        return super().set_params(**own) if own else self
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
@@ -312,12 +293,7 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        bad = [k for k in self._embedder_params() if not k.startswith(_EMBEDDER_PREFIX)]
-        if bad:
-            raise TypeError(
-                f"Unexpected keyword arguments {bad}: only embedder__* keywords "
-                "are forwarded to the embedder module."
-            )
+        module_params = self._module_params()
         X, y = validate_data(self, X, y, dtype=np.float32)
         if len(X) < 2:
             raise ValueError(
@@ -367,9 +343,7 @@ class HierarchicalEmbeddingMoEClassifier(ClassifierMixin, BaseEstimator):
             self.embedder,
             n_features=X.shape[1],
             n_classes=n_classes,
-            embedder_params={
-                k[len(_EMBEDDER_PREFIX):]: v for k, v in self._embedder_params().items()
-            },
+            embedder_params=module_params,
             max_epochs=self.max_epochs,
             lr=self.lr,
             batch_size=self.batch_size,

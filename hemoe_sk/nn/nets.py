@@ -39,6 +39,7 @@ from .modules import MLPEmbedder
 
 __all__ = [
     "DivergenceError",
+    "EmbedderParamsMixin",
     "HemoeNeuralNetClassifier",
     "RowSubset",
     "build_embedder_net",
@@ -237,6 +238,50 @@ def make_classifier_net(
         verbose=0,
         **params,
     )
+
+
+EMBEDDER_PREFIX = "embedder__"
+
+
+class EmbedderParamsMixin:
+    """``embedder__*`` keyword parameters, the way skorch exposes ``module__*``.
+
+    The estimator's ``__init__`` stores its ``**embedder__kwargs`` in
+    ``self._embedder_kwargs`` (a private dict: scikit-learn's checks allow no
+    undeclared public attribute); ``get_params``/``set_params`` expose them so
+    ``clone`` and grid searches keep them, and :meth:`_module_params` checks
+    them at fit time. When ``embedder`` is itself an estimator (a skorch net),
+    ``embedder__*`` keys are that estimator's nested parameters instead.
+    """
+
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        params.update(getattr(self, "_embedder_kwargs", {}))
+        return params
+
+    def set_params(self, **params):
+        nested = hasattr(params.get("embedder", self.embedder), "set_params")
+        own = {}
+        for key in list(params):
+            if key.startswith(EMBEDDER_PREFIX) and not nested:
+                own[key] = params.pop(key)
+        if params:
+            super().set_params(**params)
+        if own:
+            self._embedder_kwargs = {**getattr(self, "_embedder_kwargs", {}), **own}
+        return self
+
+    def _module_params(self):
+        """The ``embedder__*`` values keyed by module argument name."""
+        kwargs = getattr(self, "_embedder_kwargs", {})
+        bad = [k for k in kwargs if not k.startswith(EMBEDDER_PREFIX) or k == EMBEDDER_PREFIX]
+        if bad:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword arguments {bad}: only "
+                f"'{EMBEDDER_PREFIX}<name>' keywords are forwarded to the embedder "
+                "module."
+            )
+        return {k[len(EMBEDDER_PREFIX):]: v for k, v in kwargs.items()}
 
 
 def _accepts(cls, name):
