@@ -1,7 +1,6 @@
 """scikit-learn's estimator checks on small, fast configurations of every
 public estimator. Each expected failure carries its reason."""
 
-import pytest
 from sklearn.cluster import KMeans
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
