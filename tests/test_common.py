@@ -1,5 +1,12 @@
-"""scikit-learn's estimator checks on small, fast configurations of every
-public estimator. Each expected failure carries its reason."""
+"""scikit-learn's estimator checks on small, fast configurations.
+
+The two classifiers are checked here. The other public estimators run the
+same ``parametrize_with_checks`` in their own files, next to their tiny
+configurations: DECClusterer (test_dec.py), MixtureOfAutoencodersClusterer
+(test_mixae.py), NeighborVoteRouter (test_routing.py) and
+FineTunedEnsembleClassifier (test_baselines.py). No estimator has an expected
+failure at present; each one added must carry its reason.
+"""
 
 from sklearn.cluster import KMeans
 from sklearn.utils.estimator_checks import parametrize_with_checks
