@@ -128,7 +128,7 @@ def accepted(cls, **params):
 TREE_RECORD = ("n_leaves_", "depth_", "max_path_epochs_", "expert_max_epochs_")
 
 
-def hemoe(ctx, **overrides):
+def hemoe(ctx, embedder=None, **overrides):
     """The product's classifier with the run's budget, plus ``overrides``."""
     cls = _import("hemoe_sk.classifier", "HierarchicalEmbeddingMoEClassifier")
     c = ctx.config
@@ -142,7 +142,7 @@ def hemoe(ctx, **overrides):
         random_state=ctx.seed,
     )
     params.update(overrides)
-    return cls(**accepted(cls, **params))
+    return cls(embedder, **accepted(cls, **params))
 
 
 def _ensemble(ctx):
@@ -230,6 +230,28 @@ for _gating, _quick in (("soft", True), ("topk", False), ("guided", False)):
         "(its own defaults; epochs = the tree's nominal path epochs)",
         quick=_quick,
     )
+
+
+
+def _deepmoe(ctx):
+    """DeepMoE as the base network (max_depth=0), on 8x8 images only."""
+    if ctx.n_features != 64:
+        raise Skip("DeepMoE needs 8x8 images (64 pixel features)")
+    embedder = _import("hemoe_sk.nn", "DeepMoEEmbedder")
+    return hemoe(
+        ctx, embedder, max_depth=0, max_epochs=ctx.config.path_epochs,
+        embedder__image_shape=(1, 8, 8),
+    )
+
+
+register_model(
+    "deepmoe",
+    _deepmoe,
+    group="hemoe_sk",
+    description="DeepMoEEmbedder (channel-gated conv net, arXiv 1806.01531) trained "
+    "alone (max_depth=0) on 8x8 images; epochs = the tree's nominal path epochs",
+    quick=False,
+)
 
 # -- scikit-learn --------------------------------------------------------------
 
