@@ -19,7 +19,9 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from hemoe_sk.cluster import DECClusterer
+from hemoe_sk.cluster import _autoencoder
 from hemoe_sk.cluster import dec as dec_module
+from hemoe_sk.cluster._autoencoder import _ArrayBatches
 
 
 def tiny(**params):
@@ -222,7 +224,7 @@ def test_pretrain_reuse_hook(blobs, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the autoencoder was pretrained again")
 
-    monkeypatch.setattr(dec_module, "train_net", no_training)
+    monkeypatch.setattr(_autoencoder, "train_net", no_training)
     reused = clone(dec).fit(X, autoencoder=base.autoencoder_)
     assert reused.history_["pretrain_loss"] == []
     assert reused.autoencoder_ is not base.autoencoder_
@@ -418,7 +420,7 @@ def test_array_batches_cover_every_row_once():
     from skorch.dataset import Dataset
 
     X = np.arange(20, dtype=np.float32).reshape(10, 2)
-    loader = dec_module._ArrayBatches(Dataset(X, X), batch_size=4, shuffle=True)
+    loader = _ArrayBatches(Dataset(X, X), batch_size=4, shuffle=True)
     assert len(loader) == 3
     with dec_module.torch_seed(0):
         batches = list(loader)
@@ -430,5 +432,5 @@ def test_array_batches_cover_every_row_once():
         assert torch.equal(xb, yb)
     # Anything that is not an in-memory array goes through a DataLoader.
     tensors = torch.utils.data.TensorDataset(torch.from_numpy(X))
-    fallback = list(dec_module._ArrayBatches(tensors, batch_size=4))
+    fallback = list(_ArrayBatches(tensors, batch_size=4))
     assert [len(b[0]) for b in fallback] == [4, 4, 2]

@@ -17,6 +17,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from hemoe_sk.cluster import _autoencoder
 from hemoe_sk.cluster import mixae as mixae_module
 from hemoe_sk.cluster.dec import DECClusterer
 from hemoe_sk.cluster.mixae import MixtureOfAutoencodersClusterer
@@ -204,7 +205,7 @@ def test_pretrain_reuse_hook(blobs, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the autoencoder was pretrained again")
 
-    monkeypatch.setattr(mixae_module, "train_net", no_training)
+    monkeypatch.setattr(_autoencoder, "train_net", no_training)
     reused = clone(model).fit(X, autoencoder=base.autoencoder_)
     assert reused.history_["pretrain_loss"] == []
     # Same seeds: identical to the fit that pretrained itself.

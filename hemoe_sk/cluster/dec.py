@@ -15,7 +15,6 @@ search over the number of clusters pays for pretraining once.
 from __future__ import annotations
 
 import copy
-import numbers
 import warnings
 from numbers import Integral, Real
 
@@ -32,111 +31,21 @@ from sklearn.base import (
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch import NeuralNet, NeuralNetRegressor
-from skorch.callbacks import Callback
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from ..nn.modules import AutoEncoder
 from ..nn.nets import (
-    EVAL_BATCH_SIZE,
     DivergenceError,
-    FiniteLossGuard,
-    _batched,
     check_finite_outputs,
     keep_state_on_error,
     resolve_device,
-    seed_source,
     torch_seed,
-    train_net,
 )
 
+from ._autoencoder import AutoencoderClustererMixin
+
 __all__ = ["DECClusterer"]
-
-_MAX_SEED = np.iinfo(np.int32).max
-
-
-class _EpochProgress(Callback):
-    """skorch callback showing one tqdm step per epoch (``verbose >= 1``).
-
-    The bar is dropped when the net is pickled, like skorch's own
-    ``ProgressBar``.
-    """
-
-    def __init__(self, desc="pretraining"):
-        self.desc = desc
-
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        from tqdm.auto import tqdm
-
-        self.bar_ = tqdm(total=kwargs.get("epochs") or net.max_epochs, desc=self.desc)
-
-    def on_epoch_end(self, net, **kwargs):
-        bar = getattr(self, "bar_", None)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{net.history[-1, 'train_loss']:.4g}")
-
-    def on_train_end(self, net, X=None, y=None, **kwargs):
-        bar = getattr(self, "bar_", None)
-        if bar is not None:
-            bar.close()
-        self.bar_ = None
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("bar_", None)
-        return state
-
-
-class _ArrayBatches:
-    """Mini-batches of an in-memory skorch ``Dataset``, sliced, not collated.
-
-    A drop-in for ``torch.utils.data.DataLoader`` as skorch's
-    ``iterator_train``: torch's loader fetches and stacks one row at a time,
-    which costs more than the small autoencoder's forward and backward pass.
-    Batches are slices of the tensors (no copy of ``X``); the order comes
-    from torch's global generator, which :func:`~hemoe_sk.nn.nets.torch_seed`
-    seeds. Data it cannot slice (a user ``Dataset``) goes to a ``DataLoader``.
-    """
-
-    def __init__(self, dataset, batch_size=1, shuffle=False, **kwargs):
-        self.dataset = dataset
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.kwargs = kwargs
-
-    def _arrays(self):
-        X = getattr(self.dataset, "X", None)
-        y = getattr(self.dataset, "y", None)
-        if isinstance(X, np.ndarray) and isinstance(y, np.ndarray):
-            return torch.from_numpy(X), torch.from_numpy(y)
-        return None
-
-    def __len__(self):
-        return -(-len(self.dataset) // self.batch_size)
-
-    def __iter__(self):
-        arrays = self._arrays()
-        if arrays is None:
-            yield from torch.utils.data.DataLoader(
-                self.dataset,
-                batch_size=self.batch_size,
-                shuffle=self.shuffle,
-                **self.kwargs,
-            )
-            return
-        X, y = arrays
-        n = len(X)
-        order = torch.randperm(n) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
-            stop = start + self.batch_size
-            if order is None:
-                yield X[start:stop], y[start:stop]
-            else:
-                yield X[order[start:stop]], y[order[start:stop]]
-
 
 def _log_soft_assign_np(Z, centers, alpha):
     """Log of the Student-t soft assignments, computed stably in float64."""
@@ -206,6 +115,7 @@ def _reseed_empty_clusters(Z, labels, centers, optimizer, n_clusters):
 
 
 class DECClusterer(
+    AutoencoderClustererMixin,
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator
 ):
     """Deep Embedded Clustering (DEC), and IDEC with ``gamma > 0``.
@@ -427,96 +337,7 @@ class DECClusterer(
 
     # ------------------------------------------------------------------ helpers
 
-    def _validate_X(self, X, *, reset):
-        X = validate_data(self, X, reset=reset, dtype=np.float32)
-        if not (X.flags.c_contiguous and X.flags.writeable):
-            # torch wants writeable memory; read-only memmaps are copied.
-            X = np.array(X, dtype=np.float32, order="C", copy=True)
-        return X
-
-    def _seeds(self):
-        """Integer seeds for pretraining, k-means and refinement.
-
-        Always drawn in this order, so ``pretrain`` followed by
-        ``fit(autoencoder=...)`` on a clone uses the same seeds as ``fit``.
-        """
-        rng = seed_source(self.random_state)
-        return [int(s) for s in rng.randint(0, _MAX_SEED, size=3)]
-
-    def _check_hidden_dims(self):
-        dims = tuple(self.hidden_dims)
-        if not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
-            for d in dims
-        ):
-            raise ValueError(
-                "hidden_dims must be a tuple of positive ints; got "
-                f"{self.hidden_dims!r}."
-            )
-        return tuple(int(d) for d in dims)
-
-    def _build_autoencoder(self, n_features, device):
-        callbacks = [("finite_loss", FiniteLossGuard())]
-        if self.verbose:
-            callbacks.append(("progress", _EpochProgress("DEC pretraining")))
-        return NeuralNetRegressor(
-            AutoEncoder,
-            module__n_features=int(n_features),
-            module__hidden_dims=self._check_hidden_dims(),
-            module__embedding_dim=int(self.embedding_dim),
-            criterion=nn.MSELoss,
-            optimizer=torch.optim.Adam,
-            lr=self.lr,
-            max_epochs=self.pretrain_epochs,
-            batch_size=self.batch_size,
-            train_split=None,
-            iterator_train=_ArrayBatches,
-            iterator_train__shuffle=True,
-            callbacks=callbacks,
-            device=device,
-            verbose=0,
-        )
-
-    def _pretrain(self, X, seed, device):
-        net = self._build_autoencoder(X.shape[1], device)
-        return train_net(net, X, X, seed=seed, stage="DECClusterer pretraining")
-
-    def _adopt_autoencoder(self, autoencoder, n_features, device):
-        """Deep copy of a fitted autoencoder net, checked against ``X``."""
-        if not isinstance(autoencoder, NeuralNet):
-            raise TypeError(
-                "autoencoder must be a fitted skorch net, such as another "
-                "DECClusterer's `autoencoder_`; got "
-                f"{type(autoencoder).__name__}."
-            )
-        module = getattr(autoencoder, "module_", None)
-        if not getattr(autoencoder, "initialized_", False) or module is None:
-            raise ValueError(
-                "autoencoder is not fitted: call DECClusterer.pretrain(X) or "
-                "fit(X) first and pass its `autoencoder_`."
-            )
-        if not (callable(getattr(module, "encode", None))
-                and callable(getattr(module, "decode", None))):
-            raise TypeError(
-                "autoencoder.module_ must have `encode` and `decode` methods, "
-                f"like hemoe_sk.nn.AutoEncoder; got {type(module).__name__}."
-            )
-        first = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
-        if first is not None and first.in_features != n_features:
-            raise ValueError(
-                f"The given autoencoder expects {first.in_features} input "
-                f"features, but X has {n_features} features."
-            )
-        net = copy.deepcopy(autoencoder)
-        net.module_.to(device)
-        net.device = device
-        return net
-
-    @staticmethod
-    def _encode(module, X):
-        """Codes of validated ``X`` under ``module``, in batches (float32)."""
-        Z = _batched(module, module.encode, X, EVAL_BATCH_SIZE)
-        return Z.reshape(len(X), -1)
+    _progress_desc = "DEC pretraining"
 
     def _predict_q(self, X):
         """q for new ``X`` as a numpy array (``set_output`` wraps only

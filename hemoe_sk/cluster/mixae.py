@@ -18,7 +18,6 @@ too), so a search over the number of clusters pays for pretraining once.
 from __future__ import annotations
 
 import copy
-import numbers
 import warnings
 from numbers import Integral, Real
 
@@ -35,30 +34,25 @@ from sklearn.base import (
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch import NeuralNet, NeuralNetRegressor
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from ..nn.modules import AutoEncoder, _mlp
+from ..nn.modules import _mlp
 from ..nn.nets import (
     EVAL_BATCH_SIZE,
     DivergenceError,
-    FiniteLossGuard,
     _batched,
     _device_of,
     check_finite_outputs,
     keep_state_on_error,
     resolve_device,
-    seed_source,
     torch_seed,
-    train_net,
 )
-from .dec import _EpochProgress
+from ._autoencoder import AutoencoderClustererMixin
 
 __all__ = ["MixtureOfAutoencodersClusterer"]
 
-_MAX_SEED = np.iinfo(np.int32).max
 
 class _MixtureOfAutoencoders(nn.Module):
     """K autoencoders and the mixture assignment network on their codes.
@@ -110,6 +104,7 @@ def _mixae_loss(logits, errors, scale, alpha, beta):
 
 
 class MixtureOfAutoencodersClusterer(
+    AutoencoderClustererMixin,
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator
 ):
     """Clustering with a mixture of autoencoders (MIXAE).
@@ -362,98 +357,12 @@ class MixtureOfAutoencodersClusterer(
 
     # ------------------------------------------------------------------ helpers
 
-    def _validate_X(self, X, *, reset):
-        X = validate_data(self, X, reset=reset, dtype=np.float32)
-        if not (X.flags.c_contiguous and X.flags.writeable):
-            # torch wants writeable memory; read-only memmaps are copied.
-            X = np.array(X, dtype=np.float32, order="C", copy=True)
-        return X
-
-    def _seeds(self):
-        """Integer seeds for pretraining, k-means and joint training.
-
-        Always drawn in this order, so ``pretrain`` followed by
-        ``fit(autoencoder=...)`` on a clone uses the same seeds as ``fit``.
-        """
-        rng = seed_source(self.random_state)
-        return [int(s) for s in rng.randint(0, _MAX_SEED, size=3)]
-
-    @staticmethod
-    def _check_dims(value, name):
-        dims = tuple(value)
-        if not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
-            for d in dims
-        ):
-            raise ValueError(f"{name} must be a tuple of positive ints; got {value!r}.")
-        return tuple(int(d) for d in dims)
+    _progress_desc = "MixAE pretraining"
 
     def _embedding_dim(self, n_features):
         if self.embedding_dim == "auto":
             return max(1, min(10, n_features // 4))
         return int(self.embedding_dim)
-
-    def _build_autoencoder(self, n_features, device):
-        callbacks = [("finite_loss", FiniteLossGuard())]
-        if self.verbose:
-            callbacks.append(("progress", _EpochProgress("MixAE pretraining")))
-        return NeuralNetRegressor(
-            AutoEncoder,
-            module__n_features=int(n_features),
-            module__hidden_dims=self._check_dims(self.hidden_dims, "hidden_dims"),
-            module__embedding_dim=self._embedding_dim(n_features),
-            criterion=nn.MSELoss,
-            optimizer=torch.optim.Adam,
-            lr=self.lr,
-            max_epochs=self.pretrain_epochs,
-            batch_size=self.batch_size,
-            train_split=None,
-            iterator_train__shuffle=True,
-            callbacks=callbacks,
-            device=device,
-            verbose=0,
-        )
-
-    def _pretrain(self, X, seed, device):
-        net = self._build_autoencoder(X.shape[1], device)
-        return train_net(
-            net, X, X, seed=seed, stage="MixtureOfAutoencoders pretraining"
-        )
-
-    @staticmethod
-    def _check_autoencoder(autoencoder, n_features):
-        """A given pretrained autoencoder net, checked against ``X``
-        (returned as is: the caller copies it)."""
-        if not isinstance(autoencoder, NeuralNet):
-            raise TypeError(
-                "autoencoder must be a fitted skorch net, such as another "
-                "MixtureOfAutoencodersClusterer's or DECClusterer's "
-                f"`autoencoder_`; got {type(autoencoder).__name__}."
-            )
-        module = getattr(autoencoder, "module_", None)
-        if not getattr(autoencoder, "initialized_", False) or module is None:
-            raise ValueError(
-                "autoencoder is not fitted: call pretrain(X) or fit(X) first "
-                "and pass its `autoencoder_`."
-            )
-        if not (callable(getattr(module, "encode", None))
-                and callable(getattr(module, "decode", None))):
-            raise TypeError(
-                "autoencoder.module_ must have `encode` and `decode` methods, "
-                f"like hemoe_sk.nn.AutoEncoder; got {type(module).__name__}."
-            )
-        first = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
-        if first is not None and first.in_features != n_features:
-            raise ValueError(
-                f"The given autoencoder expects {first.in_features} input "
-                f"features, but X has {n_features} features."
-            )
-        return autoencoder
-
-    @staticmethod
-    def _encode(module, X):
-        Z = _batched(module, module.encode, X, EVAL_BATCH_SIZE)
-        return Z.reshape(len(X), -1)
 
     @staticmethod
     def _errors(module, X):
