@@ -14,9 +14,10 @@ import numbers
 
 import numpy as np
 import torch
+from sklearn.base import _fit_context
+from sklearn.utils.validation import validate_data
 from skorch import NeuralNet, NeuralNetRegressor
 from skorch.callbacks import Callback
-from sklearn.utils.validation import validate_data
 from torch import nn
 
 from ..nn.modules import AutoEncoder
@@ -24,6 +25,8 @@ from ..nn.nets import (
     EVAL_BATCH_SIZE,
     FiniteLossGuard,
     _batched,
+    keep_state_on_error,
+    resolve_device,
     seed_source,
     train_net,
 )
@@ -117,11 +120,42 @@ class AutoencoderClustererMixin:
     ``embedding_dim``, ``pretrain_epochs``, ``batch_size``, ``lr``,
     ``random_state`` and ``verbose`` parameters.
 
-    The class sets ``_progress_desc`` (shown by the tqdm bar) and may
+    The class sets ``_progress_desc`` (shown by the tqdm bar) and
+    ``_clustering_attributes`` (what :meth:`pretrain` forgets), and may
     override :meth:`_embedding_dim`.
     """
 
     _progress_desc = "pretraining"
+    _clustering_attributes = ()
+
+    @keep_state_on_error
+    @_fit_context(prefer_skip_nested_validation=True)
+    def pretrain(self, X, y=None):
+        """Fit only the autoencoder on the reconstruction loss.
+
+        Sets :attr:`autoencoder_` (and forgets any earlier clustering), so
+        that ``fit(X, autoencoder=self.autoencoder_)`` on clones of this
+        estimator can skip pretraining.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            This estimator, with :attr:`autoencoder_` fitted.
+        """
+        X = self._validate_X(X, reset=True)
+        for attr in self._clustering_attributes:
+            self.__dict__.pop(attr, None)
+        seeds = self._seeds()
+        self.autoencoder_ = self._pretrain(X, seeds[0], resolve_device(self.device))
+        return self
 
     def _validate_X(self, X, *, reset):
         X = validate_data(self, X, reset=reset, dtype=np.float32)

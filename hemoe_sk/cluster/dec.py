@@ -338,6 +338,7 @@ class DECClusterer(
     # ------------------------------------------------------------------ helpers
 
     _progress_desc = "DEC pretraining"
+    _clustering_attributes = ("labels_", "cluster_centers_", "n_iter_", "history_")
 
     def _predict_q(self, X):
         """q for new ``X`` as a numpy array (``set_output`` wraps only
@@ -351,35 +352,6 @@ class DECClusterer(
         return _soft_assign_np(Z, self.cluster_centers_, self.alpha)
 
     # -------------------------------------------------------------- fitting
-
-    @keep_state_on_error
-    @_fit_context(prefer_skip_nested_validation=True)
-    def pretrain(self, X, y=None):
-        """Fit only the autoencoder on the reconstruction loss.
-
-        Sets :attr:`autoencoder_` (and forgets any earlier clustering), so
-        that ``fit(X, autoencoder=self.autoencoder_)`` on clones of this
-        estimator can skip pretraining.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
-
-        Returns
-        -------
-        self : DECClusterer
-            This estimator, with :attr:`autoencoder_` fitted.
-        """
-        X = self._validate_X(X, reset=True)
-        for attr in ("labels_", "cluster_centers_", "n_iter_", "history_"):
-            self.__dict__.pop(attr, None)
-        seeds = self._seeds()
-        self.autoencoder_ = self._pretrain(X, seeds[0], resolve_device(self.device))
-        return self
 
     @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=True)

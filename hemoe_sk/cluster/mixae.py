@@ -358,6 +358,10 @@ class MixtureOfAutoencodersClusterer(
     # ------------------------------------------------------------------ helpers
 
     _progress_desc = "MixAE pretraining"
+    _clustering_attributes = (
+        "labels_", "module_", "n_iter_", "history_", "reconstruction_scale_",
+        "noise_variance_",
+    )
 
     def _embedding_dim(self, n_features):
         if self.embedding_dim == "auto":
@@ -375,38 +379,6 @@ class MixtureOfAutoencodersClusterer(
         return log_softmax(-scale * errors, axis=1)
 
     # -------------------------------------------------------------- fitting
-
-    @keep_state_on_error
-    @_fit_context(prefer_skip_nested_validation=True)
-    def pretrain(self, X, y=None):
-        """Fit only the shared starting autoencoder on the reconstruction loss.
-
-        Sets :attr:`autoencoder_` (and forgets any earlier clustering), so
-        that ``fit(X, autoencoder=self.autoencoder_)`` on clones of this
-        estimator can skip pretraining.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
-
-        Returns
-        -------
-        self : MixtureOfAutoencodersClusterer
-            This estimator, with :attr:`autoencoder_` fitted.
-        """
-        X = self._validate_X(X, reset=True)
-        for attr in (
-            "labels_", "module_", "n_iter_", "history_", "reconstruction_scale_",
-            "noise_variance_",
-        ):
-            self.__dict__.pop(attr, None)
-        seeds = self._seeds()
-        self.autoencoder_ = self._pretrain(X, seeds[0], resolve_device(self.device))
-        return self
 
     @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=True)
