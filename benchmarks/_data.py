@@ -46,6 +46,9 @@ class Data:
     scaling: str = "standard"
     source: str = ""
     notes: list = field(default_factory=list)
+    #: ``(X_test, y_test)`` of an official split, used for every seed instead
+    #: of a fresh stratified split (the seed then varies the models only).
+    test: tuple | None = None
 
     @property
     def n_classes(self):
@@ -62,16 +65,20 @@ class DatasetSpec:
     description: str
     loader: Callable
     quick: bool = False
+    large: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name, description, *, quick=False):
-    """Decorator registering ``loader(data_dir) -> Data`` under ``name``."""
+def register_dataset(name, description, *, quick=False, large=False):
+    """Decorator registering ``loader(data_dir) -> Data`` under ``name``.
+
+    ``large`` data sets belong to the scale tier (``--tier large``).
+    """
 
     def wrap(loader):
-        DATASETS[name] = DatasetSpec(name, description, loader, quick)
+        DATASETS[name] = DatasetSpec(name, description, loader, quick, large)
         return loader
 
     return wrap
@@ -265,6 +272,53 @@ register_dataset(
 )(_shared_csv("winequality-white.csv", "standard"))
 
 
+# -- the scale tier (large NumPy files) ------------------------------------------
+
+
+def _npz(data_dir, filename):
+    path = Path(data_dir) / filename
+    if not path.is_file():
+        raise DataUnavailable(
+            f"{path} is absent: the scale tier reads the project's "
+            "../shared/data/*.npz files (pass --data-dir to point elsewhere)"
+        )
+    return np.load(path, allow_pickle=False)
+
+
+@register_dataset(
+    "fashion-mnist",
+    "Fashion-MNIST, official split: 60,000 training + 10,000 test 28x28 images, "
+    "784 pixels, 10 classes (large)",
+    large=True,
+)
+def _fashion_mnist(data_dir):
+    f = _npz(data_dir, "fashion_mnist.npz")
+    scale = np.float32(1.0 / 255.0)
+    return Data(
+        f["X_train"].astype(np.float32) * scale,
+        f["y_train"].astype(np.int64),
+        scaling="minmax",
+        source="../shared/data/fashion_mnist.npz (Zalando Research, MIT licence)",
+        notes=["official train/test split, the same for every seed"],
+        test=(f["X_test"].astype(np.float32) * scale, f["y_test"].astype(np.int64)),
+    )
+
+
+@register_dataset(
+    "covtype",
+    "UCI Covertype, 100,000-row subsample: 54 features (10 numeric, 44 binary), "
+    "7 very unbalanced classes; stratified 70/30 per seed (large)",
+    large=True,
+)
+def _covtype(data_dir):
+    f = _npz(data_dir, "covtype.npz")
+    return Data(
+        f["X"].astype(np.float32),
+        f["y"].astype(np.int64),
+        source="../shared/data/covtype.npz (UCI, CC BY 4.0)",
+    )
+
+
 def load(name, data_dir=DEFAULT_DATA_DIR, csv_path=None, target=None):
     """Load the data set ``name`` (or the user's CSV when ``csv_path``)."""
     if csv_path is not None:
@@ -298,5 +352,6 @@ def subsample(data, max_rows, seed=0):
         data.y[idx],
         scaling=data.scaling,
         source=data.source,
-        notes=[*data.notes, f"stratified subsample of {max_rows} rows"],
+        notes=[*data.notes, f"stratified subsample of {max_rows} training rows"],
+        test=data.test,
     )

@@ -204,6 +204,46 @@ register_model(
 )
 
 
+def _n_parameters(n_features, n_classes, hidden_dims):
+    """Parameters of the default ``MLPEmbedder`` with ``hidden_dims``."""
+    dims = [n_features, *hidden_dims, n_classes]
+    return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def wide_hidden_dims(n_features, n_classes, n_leaves, base_dims=(128, 64)):
+    """Hidden sizes of one MLP with about ``n_leaves`` times the base's
+    parameters: the base's widths scaled by one common factor."""
+    target = n_leaves * _n_parameters(n_features, n_classes, base_dims)
+    best, best_gap = tuple(base_dims), None
+    for step in range(10, 4001):
+        w = step / 10
+        dims = tuple(max(1, round(d * w)) for d in base_dims)
+        gap = abs(_n_parameters(n_features, n_classes, dims) - target)
+        if best_gap is None or gap < best_gap:
+            best, best_gap = dims, gap
+        if _n_parameters(n_features, n_classes, dims) > target:
+            break
+    return best
+
+
+def _wide(ctx):
+    n_leaves = int(ctx.fitted("tree-hard", "n_leaves_"))
+    dims = wide_hidden_dims(ctx.n_features, ctx.n_classes, n_leaves)
+    return hemoe(ctx, max_depth=0, embedder__hidden_dims=dims)
+
+register_model(
+    "ctrl-wide",
+    _wide,
+    group="control",
+    description="control 3, equal parameters: max_depth=0 with the MLP's widths "
+    "scaled so it has about as many parameters as tree-hard's leaves together "
+    "(n_leaves_ copies of the base), trained for the base's epochs",
+    needs=("tree-hard",),
+    record=TREE_RECORD,
+    quick=False,
+)
+
+
 def _flat_moe(gating):
     def build(ctx):
         cls = _import("hemoe_sk.moe", "MixtureOfExpertsClassifier")

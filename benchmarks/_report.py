@@ -10,9 +10,9 @@ import numpy as np
 
 from ._models import BASELINE
 
-#: Tree variants and the two controls of issue 7.
-TREES = ("tree-hard", "tree-soft")
-CONTROLS = ("ctrl-epochs", "ctrl-ensemble")
+#: Tree variants and the compute-matched controls (issues 7 and 12).
+TREES = ("tree-hard", "tree-soft")  # the default trees; any model named tree* is reported
+CONTROLS = ("ctrl-epochs", "ctrl-ensemble", "ctrl-wide")
 
 
 # -- small numeric helpers ------------------------------------------------------
@@ -124,14 +124,23 @@ def summarize(runs):
     return summary
 
 
-def issue7(runs):
-    """Trees against the two controls, per data set (see docs/benchmarks.rst).
+def _present(names, runs, prefix=None):
+    """``names`` (or, with ``prefix``, every model so named) that ran."""
+    ran = [r["model"] for r in runs if r.get("error") is None]
+    if prefix is not None:
+        names = [m for m in dict.fromkeys(ran) if m.startswith(prefix)]
+    return tuple(m for m in names if m in ran)
 
-    For each tree variant: the per-seed difference of its accuracy to each
-    control; the "better control" is the one with the higher mean accuracy;
-    the tree "beats both controls beyond seed spread" when, for both
-    controls, the mean per-seed gain is positive and larger than its
-    standard deviation over seeds.
+
+def issue7(runs):
+    """Trees against the compute-matched controls, per data set.
+
+    See docs/benchmarks.rst. The trees are every model named ``tree*``; the
+    controls those of :data:`CONTROLS` that ran. For each tree: the per-seed
+    difference of its accuracy to each control; the "better control" is the
+    one with the higher mean accuracy; the tree "beats every control beyond
+    seed spread" when, for each control that ran, the mean per-seed gain is
+    positive and larger than its standard deviation over seeds.
     """
     acc = defaultdict(dict)
     for r in runs:
@@ -140,10 +149,11 @@ def issue7(runs):
     datasets = sorted(
         {r["dataset"] for r in runs}, key=[r["dataset"] for r in runs].index
     )
+    trees = _present(None, runs, prefix="tree")
     out = {}
     for d in datasets:
         row = {"accuracy": {}}
-        for m in (BASELINE, *CONTROLS, *TREES):
+        for m in (BASELINE, *CONTROLS, *trees):
             vals = list(acc[(d, m)].values())
             if vals:
                 row["accuracy"][m] = {
@@ -156,22 +166,23 @@ def issue7(runs):
             continue
         better = max(controls, key=lambda c: row["accuracy"][c]["mean"])
         row["better_control"] = better
-        for t in TREES:
+        row["controls"] = controls
+        for t in trees:
             if t not in row["accuracy"]:
                 continue
             res = {}
             beats = []
-            for c in CONTROLS:
+            for c in (BASELINE, *controls):
                 seeds = sorted(set(acc[(d, t)]) & set(acc[(d, c)]))
                 diffs = [acc[(d, t)][s] - acc[(d, c)][s] for s in seeds]
                 if not diffs:
-                    beats.append(None)
                     continue
                 m, sd = _mean(diffs), _std(diffs)
                 res[c] = {"gain_mean": m, "gain_std": sd, "n": len(diffs)}
-                beats.append(None if sd is None else bool(m > 0 and m > sd))
+                if c != BASELINE:
+                    beats.append(None if sd is None else bool(m > 0 and m > sd))
             res["gain_over_better_control"] = res.get(better)
-            if len(beats) == len(CONTROLS) and all(b is not None for b in beats):
+            if len(beats) == len(controls) and all(b is not None for b in beats):
                 res["beats_both_beyond_spread"] = all(beats)
             else:
                 res["beats_both_beyond_spread"] = None
@@ -308,24 +319,28 @@ def markdown(result):
         out += [f"- `{m}`: {why}" for m, why in result["skipped"].items()]
     out.append("")
 
-    # issue 7
-    out += ["## Is the gain from the hierarchy? (issue 7)", ""]
+    # issue 7 / 12
+    out += ["## Is the gain from the hierarchy? (issues 7 and 12)", ""]
     out += [
-        "Accuracy (mean ± std over seeds) of the base network, the two controls "
-        "and the trees; *gain* is the tree's accuracy minus the better control's, "
-        "as mean ± std of the per-seed differences. *Beats both* is yes when, for "
-        "each control, the mean per-seed gain is positive and larger than its "
-        "standard deviation.",
+        "Accuracy (mean ± std over seeds) of the base network, the controls "
+        "that ran and the trees; a tree's *gain* is its accuracy minus the "
+        "better control's, as mean ± std of the per-seed differences. *Beats "
+        "all* is yes when, for each control, the mean per-seed gain is positive "
+        "and larger than its standard deviation.",
         "",
     ]
     rows = []
+    trees = [m for m in next(iter(result["issue7"].values()), {}).get("accuracy", {})
+             if m.startswith("tree")]
+    controls = [c for c in CONTROLS if any(
+        c in row["accuracy"] for row in result["issue7"].values())]
     for d, row in result["issue7"].items():
         a = row["accuracy"]
         cells = [d]
-        for m in (BASELINE, *CONTROLS, *TREES):
+        for m in (BASELINE, *controls, *trees):
             cells.append(_pm(a[m]["mean"], a[m]["std"]) if m in a else "–")
         cells.append(f"`{row.get('better_control', '–')}`")
-        for t in TREES:
+        for t in trees:
             g = (row.get(t) or {}).get("gain_over_better_control")
             cells.append(_signed(g["gain_mean"], g["gain_std"]) if g else "–")
             n = g["n"] if g else 0
@@ -333,24 +348,10 @@ def markdown(result):
                 _verdict((row.get(t) or {}).get("beats_both_beyond_spread"), n)
             )
         rows.append(cells)
-    out.append(
-        _table(
-            [
-                "data set",
-                "base",
-                "ctrl-epochs",
-                "ctrl-ensemble",
-                "tree-hard",
-                "tree-soft",
-                "better control",
-                "hard gain",
-                "hard beats both",
-                "soft gain",
-                "soft beats both",
-            ],
-            rows,
-        )
-    )
+    header = ["data set", BASELINE, *controls, *trees, "better control"]
+    for t in trees:
+        header += [f"{t} gain", f"{t} beats all"]
+    out.append(_table(header, rows))
     out.append("")
 
     # per data set
@@ -372,7 +373,7 @@ def markdown(result):
         ):
             notes = []
             inf = s.get("info", {})
-            if "n_leaves_" in inf and (m in TREES or inf.get("depth_", 0) > 0):
+            if "n_leaves_" in inf and (m.startswith("tree") or inf.get("depth_", 0) > 0):
                 notes.append(
                     f"leaves {inf['n_leaves_']:.3g}, depth {inf.get('depth_', 0):.2g}"
                 )

@@ -64,6 +64,29 @@ PRESETS = {
         scaling_rows=500,
         name="full",
     ),
+    # The scale tier: the classifier's own defaults (40 root + 10 expert
+    # epochs, depth 2, K in 2..5) on the two large data sets, with the
+    # three compute-matched controls.
+    "large": dict(
+        datasets=["fashion-mnist", "covtype"],
+        models=[
+            "base",
+            "tree-hard",
+            "tree-soft",
+            "ctrl-epochs",
+            "ctrl-ensemble",
+            "ctrl-wide",
+        ],
+        seeds=2,
+        epochs=40,
+        expert_epochs=None,
+        max_depth=2,
+        n_clusters_grid=(2, 3, 4, 5),
+        max_rows=None,
+        rf_trees=100,
+        scaling_rows=None,
+        name="large",
+    ),
     "quick": dict(
         datasets=["digits", "subclasses"],
         models="quick",
@@ -98,6 +121,15 @@ def build_parser():
         action="store_true",
         help="small smoke run (< 5 min on 2 cores): 2 data sets of 600 "
         "rows, 2 seeds, tiny epochs, the quick models",
+    )
+    p.add_argument(
+        "--tier",
+        choices=["small", "large"],
+        default="small",
+        help="'large': the scale tier, Fashion-MNIST (official split) and "
+        "covtype (stratified 70/30) from ../shared/data, 2 seeds, the "
+        "classifier's default budget (40+10 epochs), base, trees and the three "
+        "controls; skipped with a message where the files are absent",
     )
     p.add_argument(
         "--datasets",
@@ -234,7 +266,10 @@ def build_parser():
 
 
 def _settings(args):
-    preset = dict(PRESETS["quick" if args.quick else "full"])
+    if args.quick and args.tier == "large":
+        raise SystemExit("--quick and --tier large exclude each other")
+    key = "quick" if args.quick else ("large" if args.tier == "large" else "full")
+    preset = dict(PRESETS[key])
     for key in (
         "datasets",
         "models",
@@ -344,7 +379,7 @@ def run_benchmarks(settings, args, runner, started):
         )
         datasets[name] = {
             "description": desc,
-            "n_rows": int(len(data.y)),
+            "n_rows": int(len(data.y)) + (0 if data.test is None else len(data.test[1])),
             "n_features": int(data.X.shape[1]),
             "n_classes": int(data.n_classes),
             "scaling": data.scaling,
@@ -352,7 +387,7 @@ def run_benchmarks(settings, args, runner, started):
             "notes": data.notes,
         }
         _say(
-            f"{name}: {len(data.y)} rows, {data.X.shape[1]} features, "
+            f"{name}: {datasets[name]['n_rows']} rows, {data.X.shape[1]} features, "
             f"{data.n_classes} classes"
         )
         for note in data.notes:
@@ -360,13 +395,16 @@ def run_benchmarks(settings, args, runner, started):
         _, counts = np.unique(data.y, return_counts=True)
         stratify = data.y if counts.min() >= 2 else None
         for seed in range(settings["seeds"]):
-            X_tr, X_te, y_tr, y_te = train_test_split(
-                data.X,
-                data.y,
-                test_size=args.test_size,
-                stratify=stratify,
-                random_state=seed,
-            )
+            if data.test is not None:  # an official split: the seed varies the models
+                X_tr, y_tr, (X_te, y_te) = data.X, data.y, data.test
+            else:
+                X_tr, X_te, y_tr, y_te = train_test_split(
+                    data.X,
+                    data.y,
+                    test_size=args.test_size,
+                    stratify=stratify,
+                    random_state=seed,
+                )
             ctx = Context(
                 seed=seed,
                 n_features=X_tr.shape[1],
@@ -585,7 +623,7 @@ def main(argv=None):
     _report.add_ratios(runs)
     scaling = (
         None
-        if args.no_scaling
+        if args.no_scaling or s["scaling_rows"] is None
         else run_scaling(s, runner, started, args.scaling_factors)
     )
 

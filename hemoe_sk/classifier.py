@@ -13,7 +13,14 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from .node import NetExpert, NodeContext, overlap_positions, search_node
+from .node import (
+    SPLIT_TESTS,
+    NetExpert,
+    NodeContext,
+    node_splits,
+    overlap_positions,
+    search_node,
+)
 from .nn.nets import (
     EmbedderParamsMixin,
     RowSubset,
@@ -94,12 +101,37 @@ class HierarchicalEmbeddingMoEClassifier(
         highest soft assignment to its cluster, up to ``overlap`` times its
         cluster's size; it still predicts only what is routed to it. 0 keeps
         the clusters disjoint.
+    selection : {"held-out", "node"}, default="held-out"
+        Which rows choose the splits. ``"held-out"``: one stratified split of
+        the training set (``validation_size``) is drawn before the root
+        network trains; every network in the tree trains on the fit part
+        only, and every node scores its candidates on the held-out rows that
+        reached it, which no network on its path has seen (then, with
+        ``refit``, the leaves train again on all their rows). ``"node"``
+        (0.1's rule): the root network trains on all rows and every node
+        draws its own validation split, whose rows the node's network has
+        already seen, so its held-out scores are optimistic. Given ``cv``,
+        selection is per node by that cross-validation.
+    split_test : {"bootstrap", "mcnemar", "margin"}, default="bootstrap"
+        How the best candidate must beat the unsplit node (K=1) on the same
+        held-out rows to be kept (see :func:`hemoe_sk.node.decide_split`): a
+        one-sided paired bootstrap over rows or exact McNemar test at level
+        ``split_alpha``, or ``"margin"``: a gain above ``min_gain``, no test.
+    split_alpha : float in (0, 1), default=0.05
+        Significance level of ``split_test``.
     min_gain : "auto" or float, default="auto"
-        How much a split must beat the unsplit node's held-out accuracy to be
-        kept. ``"auto"`` is one standard error of that accuracy,
-        ``sqrt(a (1 - a) / n_held_out)``: held-out differences of a sample or
-        two are noise, and acting on them cost accuracy in the benchmark.
-        ``0.0`` keeps any strictly better split.
+        The held-out gain over the unsplit node a split must also exceed.
+        ``"auto"`` is 0 with a paired test, and one standard error of the
+        unsplit accuracy, ``sqrt(a (1 - a) / n_held_out)``, with
+        ``split_test="margin"``. ``0.0`` with ``"margin"`` keeps any strictly
+        better split.
+    refit : bool, default=True
+        With ``selection="held-out"``, train every leaf's expert again,
+        from the same starting network and for the same epochs, on all of the
+        leaf's rows (fit and held-out part). A root that is not split is then
+        exactly the base network (``max_depth=0``). Inner nodes keep their
+        fit-part networks, because their routers were fitted on those
+        networks' embeddings.
     min_cluster_size : int or float, default=30
         Smallest allowed cluster: an int counts samples, a float in (0, 1) is
         a fraction of the node's samples. A K is tried only if all of its
@@ -108,7 +140,8 @@ class HierarchicalEmbeddingMoEClassifier(
     max_depth : int, default=2
         Depth of the tree; 0 trains the embedder alone.
     validation_size : float, default=0.2
-        Fraction of each node's data held out to score the candidate K.
+        Fraction of the training set (``selection="held-out"``), or of each
+        node's data (``"node"``), held out to score the candidate K.
     cv : int, cross-validation generator or None, default=None
         If given, replaces ``validation_size``: the candidates are scored by
         this cross-validation of each node's data, and the router of the first
@@ -191,7 +224,11 @@ class HierarchicalEmbeddingMoEClassifier(
         "cluster_param_grid": [None, dict, list],
         "reducer": [None, HasMethods(["fit", "transform"])],
         "overlap": [Interval(numbers.Real, 0, 1, closed="left")],
+        "selection": [StrOptions({"held-out", "node"})],
+        "split_test": [StrOptions(set(SPLIT_TESTS))],
+        "split_alpha": [Interval(numbers.Real, 0, 1, closed="neither")],
         "min_gain": [StrOptions({"auto"}), Interval(numbers.Real, 0, 1, closed="left")],
+        "refit": ["boolean"],
         "min_cluster_size": [
             Interval(numbers.Integral, 1, None, closed="left"),
             Interval(numbers.Real, 0, 1, closed="neither"),
@@ -224,7 +261,11 @@ class HierarchicalEmbeddingMoEClassifier(
         cluster_param_grid=None,
         reducer=None,
         overlap=0.0,
+        selection="held-out",
+        split_test="bootstrap",
+        split_alpha=0.05,
         min_gain="auto",
+        refit=True,
         min_cluster_size=30,
         max_depth=2,
         validation_size=0.2,
@@ -248,7 +289,11 @@ class HierarchicalEmbeddingMoEClassifier(
         self.cluster_param_grid = cluster_param_grid
         self.reducer = reducer
         self.overlap = overlap
+        self.selection = selection
+        self.split_test = split_test
+        self.split_alpha = split_alpha
         self.min_gain = min_gain
+        self.refit = refit
         self.min_cluster_size = min_cluster_size
         self.max_depth = max_depth
         self.validation_size = validation_size
@@ -359,12 +404,31 @@ class HierarchicalEmbeddingMoEClassifier(
                 "parameters against the module's constructor."
             ) from None
         all_rows = np.arange(len(X))
-        train_net(
-            net,
-            RowSubset(X, y_enc, all_rows),
-            seed=int(rng.randint(np.iinfo(np.int32).max)),
-            stage="root network",
-        )
+        root_seed = int(rng.randint(np.iinfo(np.int32).max))
+        min_size = self._min_size(len(X))
+        # Held-out selection: one split of the training set, drawn before any
+        # network trains; its held-out rows choose every split of the tree.
+        held = None
+        if (
+            self.selection == "held-out"
+            and self.cv is None
+            and self.max_depth > 0
+            and len(X) >= 2 * min_size
+        ):
+            split_seed = int(rng.randint(np.iinfo(np.int32).max))
+            _, val = node_splits(y_enc, self.validation_size, None, split_seed)[0]
+            held = np.zeros(len(X), dtype=bool)
+            held[val] = True
+            train_net(
+                net,
+                RowSubset(X, y_enc, all_rows[~held]),
+                seed=int(rng.randint(np.iinfo(np.int32).max)),
+                stage="root network (fit part)",
+            )
+        else:
+            train_net(
+                net, RowSubset(X, y_enc, all_rows), seed=root_seed, stage="root network"
+            )
         root_epochs = int(getattr(net, "max_epochs", self.max_epochs))
 
         nodes = []
@@ -387,9 +451,10 @@ class HierarchicalEmbeddingMoEClassifier(
             return node
 
         root = add_node(all_rows, 0, -1, net, NetExpert(net), root_epochs)
-        pending = [(root, all_rows)]
+        pending = [(root, all_rows, held, root_seed)]
+        leaves = []
         while pending:
-            node, rows = pending.pop(0)
+            node, rows, node_held, node_seed = pending.pop(0)
             progress.update(1)
             min_size = self._min_size(len(rows))
             can_split = (
@@ -405,22 +470,34 @@ class HierarchicalEmbeddingMoEClassifier(
                     UserWarning,
                     stacklevel=4,
                 )
+            if can_split and node_held is not None and not (
+                node_held.any() and (~node_held).any()
+            ):
+                can_split = False
+                node.note = "not searched: no held-out rows reached this node."
             if can_split:
                 children = self._split(
-                    node, rows, X, y_enc, n_classes, clusterer, grid, min_size,
-                    expert_epochs, rng, device,
+                    node, rows, node_held, X, y_enc, n_classes, clusterer, grid,
+                    min_size, expert_epochs, rng, device,
                 )
-                for c_rows, expert in children:
+                for c_rows, c_held, expert, c_seed in children:
                     child_embedder = expert.net if expert.net is not None else node.embedder
                     child = add_node(
                         c_rows, node.depth + 1, node.node_id, child_embedder, expert,
                         node.epochs + expert_epochs,
                     )
                     node.children.append(child.node_id)
-                    pending.append((child, c_rows))
+                    pending.append((child, c_rows, c_held, c_seed))
             if node.is_leaf:
-                node.train_accuracy = self._node_accuracy(node, X, y_enc, rows)
+                leaves.append((node, rows, node_held, node_seed))
         progress.close()
+        for node, rows, node_held, node_seed in leaves:
+            if self.refit and node_held is not None:
+                self._refit_leaf(
+                    nodes, node, rows, X, y_enc, n_classes, expert_epochs,
+                    node_seed, device,
+                )
+            node.train_accuracy = self._node_accuracy(node, X, y_enc, rows)
 
         self.classes_ = classes
         self.embedder_ = net
@@ -431,18 +508,14 @@ class HierarchicalEmbeddingMoEClassifier(
         self.max_path_epochs_ = self.tree_.max_path_epochs
         return self
 
-    def _split(
-        self, node, rows, X, y_enc, n_classes, clusterer, grid, min_size,
-        expert_epochs, rng, device,
-    ):
-        """Search the node's K; return ``[(child rows, expert)]`` or ``[]``."""
-        name = f"node {node.node_id} (depth {node.depth})"
-        context = NodeContext(
+    def _context(self, node, rows, net, X, y_enc, n_classes, expert_epochs, device,
+                 E=None):
+        return NodeContext(
             X=X,
             y=y_enc,
             rows=rows,
-            E=embed(node.embedder, X, rows=rows),
-            net=node.embedder,
+            E=embed(net, X, rows=rows) if E is None else E,
+            net=net,
             n_classes=n_classes,
             expert=self.expert,
             expert_epochs=expert_epochs,
@@ -452,10 +525,27 @@ class HierarchicalEmbeddingMoEClassifier(
                 "optimizer": self.optimizer,
                 "device": device,
             },
-            name=name,
+            name=f"node {node.node_id} (depth {node.depth})",
             overlap=float(self.overlap),
         )
+
+    def _split(
+        self, node, rows, held, X, y_enc, n_classes, clusterer, grid, min_size,
+        expert_epochs, rng, device,
+    ):
+        """Search the node's K.
+
+        Returns ``[(child rows, child held-out mask, expert, expert seed)]``,
+        or ``[]`` when the node stays whole.
+        """
+        context = self._context(
+            node, rows, node.embedder, X, y_enc, n_classes, expert_epochs, device
+        )
+        name = context.name
         seed = int(rng.randint(np.iinfo(np.int32).max))
+        splits = None
+        if held is not None:
+            splits = [(np.flatnonzero(~held), np.flatnonzero(held))]
         result = search_node(
             context,
             n_clusters_grid=grid,
@@ -467,12 +557,17 @@ class HierarchicalEmbeddingMoEClassifier(
             cluster_param_grid=self.cluster_param_grid,
             reducer=self.reducer,
             min_gain=self.min_gain,
+            split_test=self.split_test,
+            split_alpha=self.split_alpha,
+            splits=splits,
+            return_experts=held is not None,
             n_jobs=self.n_jobs,
         )
         node.search = {
             "scores": result.scores,
             "cv_results": result.cv_results,
             "min_gain": result.min_gain,
+            "decision": result.decision,
         }
         skipped = [] if self.cluster_param_grid else [
             k for k in grid if f"K={k}" not in result.scores
@@ -501,13 +596,44 @@ class HierarchicalEmbeddingMoEClassifier(
                 # Cannot happen on the fit rows (the size rule excludes it),
                 # so every cluster keeps at least those rows.
                 raise RuntimeError(f"{name}: cluster {c} received no rows.")
-            expert = context.train_expert(
-                overlap_positions(result.labels, proba, c, self.overlap),
-                seed=seed + 1 + c,
-                stage=f"{name}, final expert {c}",
+            if held is not None:
+                # The search's expert, trained on the cluster's fit rows.
+                expert = result.experts[c]
+            else:
+                expert = context.train_expert(
+                    overlap_positions(result.labels, proba, c, self.overlap),
+                    seed=seed + 1 + c,
+                    stage=f"{name}, final expert {c}",
+                )
+            children.append(
+                (rows[own], None if held is None else held[own], expert, seed + 1 + c)
             )
-            children.append((rows[own], expert))
         return children
+
+    def _refit_leaf(
+        self, nodes, node, rows, X, y_enc, n_classes, expert_epochs, seed, device
+    ):
+        """Train a leaf's expert again on all of its rows (held-out selection).
+
+        The root is retrained from scratch with the base network's seed; any
+        other leaf is its parent's network fine-tuned (or a head trained on
+        its parent's embeddings) exactly as in the search, on all its rows.
+        """
+        if node.parent < 0:
+            train_net(node.embedder, RowSubset(X, y_enc, rows), seed=seed,
+                      stage="root network")
+            return
+        parent = nodes[node.parent]
+        # A fine-tuned expert reads X, not the parent's embeddings.
+        E = np.empty((len(rows), 0), np.float32) if self.expert == "finetune" else None
+        context = self._context(
+            node, rows, parent.embedder, X, y_enc, n_classes, expert_epochs, device, E
+        )
+        expert = context.train_expert(
+            np.arange(len(rows)), seed=seed, stage=f"{context.name}, refit on all rows"
+        )
+        node.classifier = expert
+        node.embedder = expert.net if expert.net is not None else parent.embedder
 
     @staticmethod
     def _node_accuracy(node, X, y_enc, rows):

@@ -44,7 +44,13 @@ from .nn.nets import (
     train_net,
 )
 
-__all__ = ["NodeContext", "NodeExpertsClassifier", "search_node"]
+__all__ = [
+    "NodeContext",
+    "NodeExpertsClassifier",
+    "SplitDecision",
+    "decide_split",
+    "search_node",
+]
 
 
 # --------------------------------------------------------------------------
@@ -188,6 +194,17 @@ class NodeContext:
     fitted_routers : dict
         Routers fitted during the search, keyed by ``(n_clusters, fit rows)``,
         so the chosen one is reused rather than refitted.
+    fitted_experts : dict
+        Experts trained during the search, keyed by ``(candidate, fit rows)``,
+        so the chosen candidate's experts become the node's final experts
+        without training them again.
+    row_correct : dict
+        Per held-out row, whether a candidate classified it correctly, keyed
+        by ``(candidate, held-out rows)``: what the paired split test reads.
+
+    The caches only save work. A joblib backend that copies the context to
+    other processes loses them, and the search then retrains what it needs
+    in this process (the candidates are deterministic in their seeds).
     """
 
     X: np.ndarray
@@ -203,6 +220,8 @@ class NodeContext:
     overlap: float = 0.0
     pretrained: dict = field(default_factory=dict)
     fitted_routers: dict = field(default_factory=dict)
+    fitted_experts: dict = field(default_factory=dict)
+    row_correct: dict = field(default_factory=dict)
 
     def __deepcopy__(self, memo):
         return self
@@ -307,6 +326,11 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
     def _positions(self, P):
         return np.asarray(P, dtype=np.intp).reshape(-1)
 
+    @property
+    def candidate_key(self):
+        """What identifies this candidate in the context's caches."""
+        return (self.n_clusters, repr(self.clusterer_params))
+
     def _seeded(self, estimator):
         if "random_state" in estimator.get_params():
             estimator.set_params(random_state=self.random_state)
@@ -386,6 +410,7 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
                     stage=f"{ctx.name}, K={k} search, expert {c}",
                 )
             )
+        ctx.fitted_experts[(self.candidate_key, _rows_key(positions))] = self.experts_
         return self
 
     def predict_proba(self, P):
@@ -417,7 +442,10 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
         """
         if not self.eligible_:
             return np.nan
-        return float(np.mean(self.predict(P) == np.asarray(y)))
+        correct = self.predict(P) == np.asarray(y)
+        key = (self.candidate_key, _rows_key(self._positions(P)))
+        self.context.row_correct[key] = correct
+        return float(np.mean(correct))
 
 
 # --------------------------------------------------------------------------
@@ -425,7 +453,7 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
 # --------------------------------------------------------------------------
 
 
-def _node_split(y, validation_size, cv, seed):
+def node_splits(y, validation_size, cv, seed):
     """The node's train/validation split(s), stratified when possible."""
     X_dummy = np.zeros((len(y), 1))
     if cv is None:
@@ -449,13 +477,138 @@ def _node_split(y, validation_size, cv, seed):
     return list(plain.split(X_dummy, y))
 
 
+#: Paired tests a split must pass against the unsplit node (see
+#: :func:`decide_split`).
+SPLIT_TESTS = ("bootstrap", "mcnemar", "margin")
+
+
+@dataclass
+class SplitDecision:
+    """Whether a node's best split beats the unsplit node on held-out rows.
+
+    Attributes
+    ----------
+    keep : bool
+    gain : float
+        Held-out accuracy of the split minus that of the unsplit node.
+    p_value : float or None
+        One-sided p-value of the paired test (``None`` for ``"margin"``).
+    min_gain : float
+        The margin the gain had to exceed.
+    test : str
+    n : int
+        Held-out rows compared.
+    wins, losses : int
+        Rows only the split (wins) or only the unsplit node (losses) got
+        right.
+    """
+
+    keep: bool
+    gain: float
+    p_value: float | None
+    min_gain: float
+    test: str
+    n: int
+    wins: int
+    losses: int
+
+
+def decide_split(
+    correct_split,
+    correct_unsplit,
+    *,
+    test="bootstrap",
+    alpha=0.05,
+    min_gain="auto",
+    n_resamples=4000,
+    random_state=0,
+):
+    """Decide from paired held-out outcomes whether a split is kept.
+
+    Parameters
+    ----------
+    correct_split, correct_unsplit : array-like of bool, shape (n,)
+        Per held-out row, whether the split (its routed experts) and the
+        unsplit node classified it correctly. The same rows, in one order.
+    test : {"bootstrap", "mcnemar", "margin"}, default="bootstrap"
+        ``"bootstrap"``: the rows are resampled with replacement
+        ``n_resamples`` times; the p-value is the share of resamples in which
+        the split does not gain (the paired differences take the values -1,
+        0 and 1, so the resampling is drawn exactly, as multinomial counts).
+        ``"mcnemar"``: the exact one-sided McNemar test, a binomial test of
+        the rows only the split got right against those only the unsplit
+        node got right. ``"margin"``: no test; the gain must exceed
+        ``min_gain`` (0.1's rule).
+    alpha : float, default=0.05
+        Significance level of the tests.
+    min_gain : "auto" or float, default="auto"
+        The gain must also exceed this. ``"auto"`` is one standard error of
+        the unsplit accuracy, ``sqrt(a (1 - a) / n)``, for ``"margin"``, and 0
+        for the tests (which already account for the noise).
+    n_resamples : int, default=4000
+    random_state : int, default=0
+        Seeds the bootstrap.
+
+    Returns
+    -------
+    SplitDecision
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> unsplit = np.r_[np.ones(80), np.zeros(20)].astype(bool)
+    >>> split = unsplit.copy(); split[80:95] = True   # 15 more rows right
+    >>> decide_split(split, unsplit, test="mcnemar").keep
+    True
+    >>> decide_split(unsplit, unsplit).keep
+    False
+    """
+    a = np.asarray(correct_split, dtype=bool).ravel()
+    b = np.asarray(correct_unsplit, dtype=bool).ravel()
+    if a.shape != b.shape:
+        raise ValueError(
+            f"decide_split needs paired outcomes: got {a.shape[0]} and "
+            f"{b.shape[0]} rows."
+        )
+    if test not in SPLIT_TESTS:
+        raise ValueError(f"test must be one of {SPLIT_TESTS}, got {test!r}.")
+    n = len(a)
+    wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    if n == 0:
+        return SplitDecision(False, 0.0, None, 0.0, test, 0, 0, 0)
+    gain = (wins - losses) / n
+    if min_gain == "auto":
+        acc = float(b.mean())
+        margin = math.sqrt(acc * (1.0 - acc) / n) if test == "margin" else 0.0
+    else:
+        margin = float(min_gain)
+    p_value = None
+    if test == "mcnemar":
+        from scipy.stats import binom
+
+        m = wins + losses
+        p_value = float(binom.sf(wins - 1, m, 0.5)) if m else 1.0
+    elif test == "bootstrap":
+        rng = np.random.default_rng(random_state)
+        counts = rng.multinomial(n, [wins / n, losses / n, (n - wins - losses) / n],
+                                 size=n_resamples)
+        not_better = np.count_nonzero(counts[:, 0] <= counts[:, 1])
+        p_value = (1 + not_better) / (n_resamples + 1)
+    keep = gain > margin and (p_value is None or p_value < alpha)
+    return SplitDecision(bool(keep), float(gain), p_value, float(margin), test, n,
+                         wins, losses)
+
+
 @dataclass
 class NodeSearchResult:
     """What :func:`search_node` found for one node.
 
     ``labels`` routes all of the node's rows through ``router``; ``scores``
     maps a readable candidate name (``"K=3"``, ``"min_cluster_size=10"``) to
-    its held-out weighted accuracy.
+    its held-out weighted accuracy. ``decision`` says whether the best
+    candidate beat the unsplit node (``None`` when no split was eligible).
+    ``experts`` are the chosen candidate's experts as trained in the search
+    (on the first split's fit rows), when ``search_node`` was asked for them.
     """
 
     router: object
@@ -463,6 +616,8 @@ class NodeSearchResult:
     scores: dict
     cv_results: dict
     min_gain: float = 0.0
+    decision: SplitDecision | None = None
+    experts: list | None = None
 
     @property
     def n_clusters(self):
@@ -473,6 +628,34 @@ def _candidate_name(params):
     if params.get("n_clusters") is not None:
         return f"K={params['n_clusters']}"
     return ", ".join(f"{k}={v}" for k, v in sorted(params["clusterer_params"].items()))
+
+
+def _held_out_correct(candidate, params, splits, y_node):
+    """Per held-out row of every split, whether the candidate ``params``
+    (fit on that split's fit rows) got it right, concatenated over splits.
+
+    Read from the search's cache; where a process backend lost it, the
+    candidate is fitted again here (deterministically, so identically).
+    """
+    est = clone(candidate).set_params(**params)
+    out = []
+    for train, test in splits:
+        correct = candidate.context.row_correct.get(
+            (est.candidate_key, _rows_key(test))
+        )
+        if correct is None:
+            fitted = clone(est).fit(train.reshape(-1, 1))
+            correct = fitted.predict(test.reshape(-1, 1)) == y_node[test]
+        out.append(correct)
+    return np.concatenate(out)
+
+
+def _chosen_experts(candidate, params, train):
+    """The experts the candidate ``params`` trained on ``train`` in the
+    search (or trains them again where a process backend lost them)."""
+    est = clone(candidate).set_params(**params)
+    experts = candidate.context.fitted_experts.get((est.candidate_key, _rows_key(train)))
+    return experts if experts is not None else est.fit(train.reshape(-1, 1)).experts_
 
 
 def search_node(
@@ -486,7 +669,11 @@ def search_node(
     seed,
     cluster_param_grid=None,
     reducer=None,
-    min_gain=0.0,
+    min_gain="auto",
+    split_test="margin",
+    split_alpha=0.05,
+    splits=None,
+    return_experts=False,
     n_jobs=None,
 ):
     """Choose the node's partition by held-out weighted accuracy.
@@ -495,11 +682,17 @@ def search_node(
     ``GridSearchCV`` over the node's positions: K=1 (the unsplit node), and
     either every K in ``n_clusters_grid`` whose clusters can meet
     ``min_cluster_size``, or every point of ``cluster_param_grid`` (for
-    routers that find K themselves). A split is kept only if it scores more
-    than ``min_gain`` above K=1; ``min_gain="auto"`` is one standard error of
-    K=1's held-out accuracy, ``sqrt(a (1 - a) / n_held_out)``, so a split must
-    win by more than the noise of the comparison. The returned router is the
-    one that was scored (on the first split's fit rows), not a new draw.
+    routers that find K themselves). The best candidate by mean held-out
+    accuracy is then compared with K=1 on the same held-out rows by
+    :func:`decide_split` (``split_test``, ``split_alpha``, ``min_gain``), and
+    kept only if it passes. The returned router is the one that was scored
+    (on the first split's fit rows), not a new draw.
+
+    ``splits`` (a list of ``(fit positions, held-out positions)``) replaces
+    the node's own ``validation_size``/``cv`` split; the classifier's
+    held-out selection passes the part of its tree-wide split that reached
+    the node. With ``return_experts=True`` the chosen candidate's experts,
+    trained on the first split's fit rows in the search, are returned too.
 
     Returns
     -------
@@ -507,7 +700,8 @@ def search_node(
     """
     y_node = context.y[context.rows]
     n = len(context.rows)
-    splits = _node_split(y_node, validation_size, cv, seed)
+    if splits is None:
+        splits = node_splits(y_node, validation_size, cv, seed)
     n_fit = min(len(train) for train, _ in splits)
     min_fit = max(1, math.ceil(min_cluster_size * n_fit / n))
     if cluster_param_grid:
@@ -556,22 +750,45 @@ def search_node(
     scores = {_candidate_name(p): m for p, m in zip(results["params"], mean)}
 
     unsplit = next(i for i, p in enumerate(results["params"]) if p["n_clusters"] == 1)
-    if min_gain == "auto":
-        a = mean[unsplit]
-        n_held_out = sum(len(test) for _, test in splits)
-        min_gain = math.sqrt(a * (1.0 - a) / n_held_out)
     best = unsplit
     for i in range(len(mean)):
-        if np.isfinite(mean[i]) and mean[i] > mean[best] and (
-            mean[i] > mean[unsplit] + min_gain
-        ):
+        if np.isfinite(mean[i]) and mean[i] > mean[best]:
             best = i
+    decision = None
+    if len(mean) > 1 and np.isfinite(mean).sum() > 1:
+        challenger = best if best != unsplit else max(
+            (i for i in range(len(mean)) if i != unsplit and np.isfinite(mean[i])),
+            key=lambda i: mean[i],
+        )
+        decision = decide_split(
+            _held_out_correct(candidate, results["params"][challenger], splits, y_node),
+            _held_out_correct(candidate, results["params"][unsplit], splits, y_node),
+            test=split_test,
+            alpha=split_alpha,
+            min_gain=min_gain,
+            random_state=seed,
+        )
+        if best != unsplit and not decision.keep:
+            best = unsplit
     router = None
+    experts = None
     labels = np.zeros(n, dtype=np.intp)
     if best != unsplit:
         chosen = clone(candidate).set_params(**results["params"][best])
         router, _ = chosen.fit_router(splits[0][0])
         labels = router.predict(context.E)
+        if return_experts:
+            experts = _chosen_experts(candidate, results["params"][best], splits[0][0])
     context.pretrained.clear()
     context.fitted_routers.clear()
-    return NodeSearchResult(router, labels, scores, results, float(min_gain))
+    context.fitted_experts.clear()
+    context.row_correct.clear()
+    return NodeSearchResult(
+        router,
+        labels,
+        scores,
+        results,
+        0.0 if decision is None else decision.min_gain,
+        decision,
+        experts,
+    )

@@ -45,7 +45,9 @@ class Node:
         Child node ids, one per cluster of the router.
     search : dict
         ``{"scores": {candidate: held-out weighted accuracy}, "cv_results":
-        GridSearchCV.cv_results_, "min_gain": margin a split had to beat}``;
+        GridSearchCV.cv_results_, "min_gain": margin a split had to beat,
+        "decision": hemoe_sk.node.SplitDecision of the best split against
+        K=1 (None when no split was eligible)}``;
         empty when the node was not searched.
         Candidates are named ``"K=3"``, or by their clusterer parameters.
     train_accuracy : float
@@ -212,7 +214,20 @@ class HierarchyTree:
                 lines.append(
                     f"{pad}search (held-out weighted accuracy): {scores} -> K={chosen}"
                 )
-                if node.search.get("min_gain"):
+                decision = node.search.get("decision")
+                if decision is not None:
+                    verdict = "kept" if len(node.children) > 1 else "not kept"
+                    test = (
+                        f"p={decision.p_value:.{decimals}f} ({decision.test})"
+                        if decision.p_value is not None
+                        else f"margin {decision.min_gain:.{decimals}f}"
+                    )
+                    lines.append(
+                        f"{pad}best split vs K=1 on {decision.n} held-out rows: "
+                        f"gain {decision.gain:+.{decimals}f} ({decision.wins} won, "
+                        f"{decision.losses} lost), {test} -> {verdict}"
+                    )
+                elif node.search.get("min_gain"):
                     lines.append(
                         f"{pad}(a split is kept only if it beats K=1 by more than "
                         f"{node.search['min_gain']:.{decimals}f})"

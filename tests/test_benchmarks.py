@@ -67,7 +67,7 @@ def test_quick_run_end_to_end(tmp_path):
     for model in MODELS_RUN:
         assert f"`{model}`" in md
         assert model in data["summary"]["digits"], model
-    assert "## Is the gain from the hierarchy? (issue 7)" in md
+    assert "## Is the gain from the hierarchy? (issues 7 and 12)" in md
     assert "## Scaling" in md
     assert data["meta"]["config"]["max_epochs"] == 3
     assert data["meta"]["machine"]["cpu_count"] >= 1
@@ -216,3 +216,97 @@ def test_registry_resolves_dependencies():
     assert names.index("tree-hard") < names.index("ctrl-ensemble")
     assert "base" in names and set(added) == {"base", "tree-hard"}
     assert {"logreg", "hgb", "rf", "datalets", "nt-hmoe"} <= set(MODELS)
+
+
+def _fake_large_files(folder, rng):
+    folder.mkdir()
+    np.savez(
+        folder / "fashion_mnist.npz",
+        X_train=rng.integers(0, 256, size=(120, 784), dtype=np.uint8),
+        y_train=np.arange(120) % 10,
+        X_test=rng.integers(0, 256, size=(40, 784), dtype=np.uint8),
+        y_test=np.arange(40) % 10,
+    )
+    np.savez(
+        folder / "covtype.npz",
+        X=rng.normal(size=(140, 54)).astype(np.float32),
+        y=np.arange(140) % 7,
+    )
+
+
+def test_large_tier_loaders_official_split_and_scaling(tmp_path):
+    _fake_large_files(tmp_path / "data", np.random.default_rng(0))
+    fm = _data.load("fashion-mnist", tmp_path / "data")
+    assert fm.X.shape == (120, 784) and fm.test[0].shape == (40, 784)
+    assert fm.X.dtype == np.float32 and 0.0 <= fm.X.min() and fm.X.max() <= 1.0
+    assert _data.subsample(fm, 50).test is fm.test  # the test part is kept whole
+    cov = _data.load("covtype", tmp_path / "data")
+    assert cov.X.shape == (140, 54) and cov.test is None
+    assert {"fashion-mnist", "covtype"} == {
+        n for n, spec in _data.DATASETS.items() if spec.large
+    }
+
+
+def test_large_tier_absent_files_are_skipped_with_a_message(tmp_path, capsys):
+    result = run.main(
+        [
+            "--tier",
+            "large",
+            "--data-dir",
+            str(tmp_path / "absent"),
+            "--results-dir",
+            str(tmp_path),
+            "--name",
+            "large-absent",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert set(result["skipped_datasets"]) == {"fashion-mnist", "covtype"}
+    assert "scale tier" in out and "absent" in out
+    assert result["runs"] == []
+
+
+def test_large_tier_runs_on_an_official_split(tmp_path):
+    """Tiny stand-ins for the large files: the official test part is used
+    for every seed and ctrl-wide is sized from the fitted tree."""
+    _fake_large_files(tmp_path / "data", np.random.default_rng(1))
+    result = run.main(
+        [
+            "--tier",
+            "large",
+            "--datasets",
+            "fashion-mnist",
+            "--models",
+            "base,tree-hard,ctrl-wide",
+            "--epochs",
+            "2",
+            "--expert-epochs",
+            "1",
+            "--max-depth",
+            "1",
+            "--n-clusters-grid",
+            "2",
+            "--in-process",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--results-dir",
+            str(tmp_path),
+            "--name",
+            "large-tiny",
+        ]
+    )
+    assert result["datasets"]["fashion-mnist"]["n_rows"] == 160
+    runs = {(r["model"], r["seed"]): r for r in result["runs"]}
+    assert {m for m, _ in runs} == {"base", "tree-hard", "ctrl-wide"}
+    assert all(r["error"] is None for r in runs.values())
+    assert "ctrl-wide" in result["issue7"]["fashion-mnist"]["controls"]
+
+
+def test_wide_control_matches_the_leaves_parameters():
+    from benchmarks._models import _n_parameters, wide_hidden_dims
+
+    base = _n_parameters(784, 10, (128, 64))
+    for n_leaves in (1, 4, 15):
+        dims = wide_hidden_dims(784, 10, n_leaves)
+        assert dims[0] == 2 * dims[1] or abs(dims[0] - 2 * dims[1]) <= 1
+        assert _n_parameters(784, 10, dims) == pytest.approx(n_leaves * base, rel=0.02)

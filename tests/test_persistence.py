@@ -26,6 +26,7 @@ from torch import nn
 
 from hemoe_sk import HierarchicalEmbeddingMoEClassifier
 from hemoe_sk.cluster import DECClusterer
+import hemoe_sk.node as node_module
 from hemoe_sk.node import NodeExpertsClassifier
 from hemoe_sk.persistence import (
     ModelFileError,
@@ -173,8 +174,15 @@ def splits_preferred():
         bonus = 0.0 if getattr(self, "router_", None) is None else 1.0
         return original(self, P, y, sample_weight) + bonus
 
+    def keep(*args, **kwargs):
+        decision = original_decide(*args, **kwargs)
+        decision.keep = True
+        return decision
+
+    original_decide = node_module.decide_split
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(NodeExpertsClassifier, "score", score)
+        mp.setattr(node_module, "decide_split", keep)
         yield
 
 
