@@ -183,6 +183,25 @@ register_model(
     shares_fit=("tree-hard", {"routing": "soft"}),
 )
 register_model(
+    "tree-legacy",
+    lambda ctx: hemoe(ctx, selection="node", split_test="margin", routing="soft"),
+    group="hemoe_sk",
+    description="0.1's selection: the root trains on all rows, each node scores K on "
+    "its own validation split, a split is kept above one standard error "
+    "(selection='node', split_test='margin'), soft routing",
+    record=TREE_RECORD,
+    quick=False,
+)
+register_model(
+    "tree-refine",
+    lambda ctx: hemoe(ctx, refine_epochs=2, routing="soft"),
+    group="hemoe_sk",
+    description="the default tree, then 2 epochs of joint refinement of the whole "
+    "tree as one soft mixture (refine_epochs=2), soft routing",
+    record=TREE_RECORD,
+    quick=False,
+)
+register_model(
     "ctrl-epochs",
     lambda ctx: hemoe(
         ctx, max_depth=0, max_epochs=int(ctx.fitted("tree-hard", "max_path_epochs_"))

@@ -13,14 +13,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from .node import (
-    SPLIT_TESTS,
-    NetExpert,
-    NodeContext,
-    node_splits,
-    overlap_positions,
-    search_node,
-)
+from .node import SPLIT_TESTS, NetExpert, NodeContext, node_splits, search_node
+from .refine import refine_tree
 from .nn.nets import (
     EmbedderParamsMixin,
     RowSubset,
@@ -132,6 +126,23 @@ class HierarchicalEmbeddingMoEClassifier(
         exactly the base network (``max_depth=0``). Inner nodes keep their
         fit-part networks, because their routers were fitted on those
         networks' embeddings.
+    search_expert : {"same", "head"}, default="same"
+        What the K search trains to score a candidate: ``"same"``, the
+        experts ``expert`` names; ``"head"``, a cheap linear head per cluster
+        on the node's frozen embeddings (for every K, and for K=1), after
+        which only the chosen K's experts are trained as ``expert`` says.
+    outside_share : float in [0, 1), default=0.0
+        Each expert also trains on this share of the node's rows outside its
+        cluster, drawn at random (a down-weighted view of the rest of the
+        node), so that it still knows the classes routing errors bring it.
+    refine_epochs : int, default=0
+        Epochs of joint refinement after the tree is grown (see
+        :mod:`hemoe_sk.refine`): the whole tree is fine-tuned end to end as
+        one soft mixture of its leaves, on all training rows, with learning
+        rate ``lr``. 0 skips it.
+    refine_balance : float, default=0.01
+        Weight of refinement's load-balancing term (the KL divergence of each
+        node's routing mass from its cluster proportions).
     min_cluster_size : int or float, default=30
         Smallest allowed cluster: an int counts samples, a float in (0, 1) is
         a fraction of the node's samples. A K is tried only if all of its
@@ -197,7 +208,11 @@ class HierarchicalEmbeddingMoEClassifier(
         Epochs each expert was trained.
     max_path_epochs_ : int
         Epochs along the longest root-to-leaf path (the root's plus one
-        expert's per level); what an equal-training baseline should get.
+        expert's per level, plus ``refine_epochs`` when the tree was refined);
+        what an equal-training baseline should get.
+    refine_loss_ : list of float
+        Mean training loss of each joint refinement epoch (empty when the
+        tree was not refined).
 
     See Also
     --------
@@ -229,6 +244,10 @@ class HierarchicalEmbeddingMoEClassifier(
         "split_alpha": [Interval(numbers.Real, 0, 1, closed="neither")],
         "min_gain": [StrOptions({"auto"}), Interval(numbers.Real, 0, 1, closed="left")],
         "refit": ["boolean"],
+        "search_expert": [StrOptions({"same", "head"})],
+        "outside_share": [Interval(numbers.Real, 0, 1, closed="left")],
+        "refine_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "refine_balance": [Interval(numbers.Real, 0, None, closed="left")],
         "min_cluster_size": [
             Interval(numbers.Integral, 1, None, closed="left"),
             Interval(numbers.Real, 0, 1, closed="neither"),
@@ -266,6 +285,10 @@ class HierarchicalEmbeddingMoEClassifier(
         split_alpha=0.05,
         min_gain="auto",
         refit=True,
+        search_expert="same",
+        outside_share=0.0,
+        refine_epochs=0,
+        refine_balance=0.01,
         min_cluster_size=30,
         max_depth=2,
         validation_size=0.2,
@@ -294,6 +317,10 @@ class HierarchicalEmbeddingMoEClassifier(
         self.split_alpha = split_alpha
         self.min_gain = min_gain
         self.refit = refit
+        self.search_expert = search_expert
+        self.outside_share = outside_share
+        self.refine_epochs = refine_epochs
+        self.refine_balance = refine_balance
         self.min_cluster_size = min_cluster_size
         self.max_depth = max_depth
         self.validation_size = validation_size
@@ -497,15 +524,31 @@ class HierarchicalEmbeddingMoEClassifier(
                     nodes, node, rows, X, y_enc, n_classes, expert_epochs,
                     node_seed, device,
                 )
+        tree = HierarchyTree(nodes, n_classes)
+        self.refine_loss_ = []
+        if self.refine_epochs > 0 and tree.n_leaves > 1:
+            self.refine_loss_ = refine_tree(
+                tree, X, y_enc,
+                epochs=self.refine_epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                balance=self.refine_balance,
+                seed=int(rng.randint(np.iinfo(np.int32).max)),
+                device=device,
+                optimizer=self.optimizer,
+            )
+        for node, rows, _, _ in leaves:
             node.train_accuracy = self._node_accuracy(node, X, y_enc, rows)
 
         self.classes_ = classes
         self.embedder_ = net
-        self.tree_ = HierarchyTree(nodes, n_classes)
+        self.tree_ = tree
         self.n_leaves_ = self.tree_.n_leaves
         self.depth_ = self.tree_.max_depth
         self.expert_max_epochs_ = expert_epochs
-        self.max_path_epochs_ = self.tree_.max_path_epochs
+        self.max_path_epochs_ = self.tree_.max_path_epochs + (
+            int(self.refine_epochs) if self.refine_loss_ else 0
+        )
         return self
 
     def _context(self, node, rows, net, X, y_enc, n_classes, expert_epochs, device,
@@ -527,6 +570,8 @@ class HierarchicalEmbeddingMoEClassifier(
             },
             name=f"node {node.node_id} (depth {node.depth})",
             overlap=float(self.overlap),
+            outside_share=float(self.outside_share),
+            search_expert=self.search_expert,
         )
 
     def _split(
@@ -560,7 +605,7 @@ class HierarchicalEmbeddingMoEClassifier(
             split_test=self.split_test,
             split_alpha=self.split_alpha,
             splits=splits,
-            return_experts=held is not None,
+            return_experts=held is not None and self.search_expert == "same",
             n_jobs=self.n_jobs,
         )
         node.search = {
@@ -588,7 +633,14 @@ class HierarchicalEmbeddingMoEClassifier(
         if result.n_clusters == 1:
             return []
         node.router = result.router
-        proba = result.router.predict_proba(context.E) if self.overlap > 0 else None
+        # The experts train on the rows the networks may see: the fit part
+        # under held-out selection, else all of the node's rows.
+        trainable = np.arange(len(rows)) if held is None else np.flatnonzero(~held)
+        labels = result.labels[trainable]
+        proba = (
+            result.router.predict_proba(context.E[trainable])
+            if self.overlap > 0 else None
+        )
         children = []
         for c in range(result.n_clusters):
             own = np.flatnonzero(result.labels == c)
@@ -596,12 +648,12 @@ class HierarchicalEmbeddingMoEClassifier(
                 # Cannot happen on the fit rows (the size rule excludes it),
                 # so every cluster keeps at least those rows.
                 raise RuntimeError(f"{name}: cluster {c} received no rows.")
-            if held is not None:
-                # The search's expert, trained on the cluster's fit rows.
+            if result.experts is not None:
+                # The search's expert, trained on exactly these rows.
                 expert = result.experts[c]
             else:
                 expert = context.train_expert(
-                    overlap_positions(result.labels, proba, c, self.overlap),
+                    trainable[context.expert_positions(labels, proba, c, seed + c)],
                     seed=seed + 1 + c,
                     stage=f"{name}, final expert {c}",
                 )

@@ -144,20 +144,28 @@ class Router:
         return soft_assign(self.clusterer, self._reduce(E), self.n_clusters)
 
 
-def overlap_positions(labels, proba, cluster, overlap):
+def overlap_positions(labels, proba, cluster, overlap, outside_share=0.0, seed=0):
     """Indices (into ``labels``) an expert for ``cluster`` trains on.
 
     Its own cluster, plus, when ``overlap > 0``, the points of other clusters
     with the highest soft assignment to it, up to ``overlap`` times the
-    cluster's size, so boundary points are not orphaned.
+    cluster's size, so boundary points are not orphaned; plus, when
+    ``outside_share > 0``, that share of the remaining other clusters' points,
+    drawn at random (seeded by ``seed``).
     """
     own = np.flatnonzero(labels == cluster)
     n_extra = int(overlap * len(own))
-    if n_extra == 0 or proba is None:
-        return own
+    parts = [own]
     others = np.flatnonzero(labels != cluster)
-    order = np.argsort(-proba[others, cluster], kind="stable")[:n_extra]
-    return np.sort(np.concatenate([own, others[order]]))
+    if n_extra and proba is not None:
+        order = np.argsort(-proba[others, cluster], kind="stable")
+        parts.append(others[order[:n_extra]])
+        others = np.sort(others[order[n_extra:]])
+    n_share = int(round(outside_share * len(others)))
+    if n_share:
+        rng = np.random.RandomState(seed)
+        parts.append(others[rng.choice(len(others), n_share, replace=False)])
+    return np.sort(np.concatenate(parts)) if len(parts) > 1 else own
 
 
 @dataclass(eq=False)
@@ -187,7 +195,13 @@ class NodeContext:
     name : str
         Where in the tree the node is, for messages.
     overlap : float
-        Share of a cluster's size its expert also takes from other clusters.
+        Share of a cluster's size its expert also takes from other clusters
+        (the points closest to it).
+    outside_share : float
+        Share of the other clusters' points an expert also takes at random.
+    search_expert : {"same", "head"}
+        ``"head"`` scores the candidates with linear heads on ``E`` instead of
+        ``expert``.
     pretrained : dict
         Pretrained clusterer states (DEC autoencoders) and fitted reducers,
         keyed by fit rows.
@@ -218,6 +232,8 @@ class NodeContext:
     head_params: dict = field(default_factory=dict)
     name: str = "node"
     overlap: float = 0.0
+    outside_share: float = 0.0
+    search_expert: str = "same"
     pretrained: dict = field(default_factory=dict)
     fitted_routers: dict = field(default_factory=dict)
     fitted_experts: dict = field(default_factory=dict)
@@ -226,13 +242,24 @@ class NodeContext:
     def __deepcopy__(self, memo):
         return self
 
-    def train_expert(self, positions, seed, stage):
-        """Train one expert on the node rows at ``positions``."""
+    def expert_positions(self, labels, proba, cluster, seed):
+        """Positions cluster ``cluster``'s expert trains on (see
+        :func:`overlap_positions`)."""
+        return overlap_positions(
+            labels, proba, cluster, self.overlap, self.outside_share, seed
+        )
+
+    def train_expert(self, positions, seed, stage, kind=None):
+        """Train one expert on the node rows at ``positions``.
+
+        ``kind`` overrides ``expert`` (the search's ``"head"`` candidates).
+        """
+        kind = self.expert if kind is None else kind
         rows = self.rows[positions]
         labels = np.unique(self.y[rows])
         if len(labels) == 1:
             return ConstantExpert(labels[0], self.n_classes)
-        if isinstance(self.expert, str) and self.expert == "finetune":
+        if isinstance(kind, str) and kind == "finetune":
             net = copy.deepcopy(self.net)
             train_net(
                 net,
@@ -244,7 +271,7 @@ class NodeContext:
             )
             return NetExpert(net)
         E = self.E[positions]
-        if isinstance(self.expert, str) and self.expert == "head":
+        if isinstance(kind, str) and kind == "head":
             head = make_classifier_net(
                 LinearHead,
                 n_features=E.shape[1],
@@ -254,7 +281,7 @@ class NodeContext:
             )
             train_net(head, E, self.y[rows], seed=seed, stage=stage)
             return HeadExpert(head)
-        estimator = clone(self.expert)
+        estimator = clone(kind)
         if "random_state" in estimator.get_params():
             estimator.set_params(random_state=seed)
         estimator.fit(E, self.y[rows])
@@ -402,12 +429,14 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
             if self.router_ is not None and ctx.overlap > 0
             else None
         )
+        kind = "head" if ctx.search_expert == "head" else None
         for c in range(k):
             self.experts_.append(
                 ctx.train_expert(
-                    positions[overlap_positions(labels, proba, c, ctx.overlap)],
+                    positions[ctx.expert_positions(labels, proba, c, self.random_state + c)],
                     seed=self.random_state + 1 + c,
                     stage=f"{ctx.name}, K={k} search, expert {c}",
+                    kind=kind,
                 )
             )
         ctx.fitted_experts[(self.candidate_key, _rows_key(positions))] = self.experts_

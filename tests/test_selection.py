@@ -1,0 +1,263 @@
+"""Split selection: the paired decision rule and held-out selection."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.stats import binomtest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_classification
+
+import hemoe_sk.classifier as classifier_module
+import hemoe_sk.node as node_module
+from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+from hemoe_sk.node import decide_split
+
+
+def _outcomes(n, both, only_split, only_unsplit):
+    """Paired outcomes: ``both`` rows right for both, then rows only the
+    split got right, rows only the unsplit node got right, the rest wrong."""
+    a = np.zeros(n, bool)
+    b = np.zeros(n, bool)
+    a[:both] = b[:both] = True
+    a[both:both + only_split] = True
+    b[both + only_split:both + only_split + only_unsplit] = True
+    return a, b
+
+
+# -- the decision rule on hand-made outcomes -----------------------------------
+
+
+@pytest.mark.parametrize("test", ["bootstrap", "mcnemar", "margin"])
+def test_identical_outcomes_are_never_a_split(test):
+    a, _ = _outcomes(200, 150, 0, 0)
+    d = decide_split(a, a, test=test, min_gain=0.0)
+    assert not d.keep and d.gain == 0.0 and d.wins == d.losses == 0
+
+
+@pytest.mark.parametrize("test", ["bootstrap", "mcnemar", "margin"])
+def test_a_clear_win_is_kept_and_a_loss_never(test):
+    a, b = _outcomes(200, 150, 20, 1)
+    win = decide_split(a, b, test=test)
+    assert win.keep and win.gain == pytest.approx(19 / 200)
+    assert (win.wins, win.losses, win.n) == (20, 1, 200)
+    loss = decide_split(b, a, test=test, min_gain=0.0)
+    assert not loss.keep and loss.gain < 0
+
+
+def test_a_gain_of_one_row_is_noise_for_the_tests_not_for_margin_zero():
+    a, b = _outcomes(1000, 900, 2, 1)
+    assert decide_split(a, b, test="margin", min_gain=0.0).keep
+    assert not decide_split(a, b, test="margin").keep  # one standard error
+    assert not decide_split(a, b, test="bootstrap").keep
+    assert not decide_split(a, b, test="mcnemar").keep
+
+
+def test_mcnemar_is_the_exact_one_sided_binomial_test():
+    a, b = _outcomes(300, 200, 14, 5)
+    d = decide_split(a, b, test="mcnemar")
+    expected = binomtest(14, 19, 0.5, alternative="greater").pvalue
+    assert d.p_value == pytest.approx(expected)
+    assert d.keep == (expected < 0.05)
+
+
+def test_bootstrap_agrees_with_the_exact_test_and_is_seeded():
+    a, b = _outcomes(500, 300, 30, 12)
+    d1 = decide_split(a, b, test="bootstrap", random_state=1)
+    d2 = decide_split(a, b, test="bootstrap", random_state=1)
+    assert d1.p_value == d2.p_value
+    exact = binomtest(30, 42, 0.5, alternative="greater").pvalue
+    assert d1.p_value < 0.05 and exact < 0.05
+    # a borderline case: both tests see the same weak evidence
+    a, b = _outcomes(500, 300, 12, 8)
+    assert decide_split(a, b, test="bootstrap").p_value > 0.1
+
+
+def test_alpha_and_min_gain_are_respected():
+    a, b = _outcomes(200, 150, 12, 3)
+    assert decide_split(a, b, test="mcnemar", alpha=0.05).keep
+    assert not decide_split(a, b, test="mcnemar", alpha=0.001).keep
+    assert not decide_split(a, b, test="mcnemar", min_gain=0.1).keep  # gain 0.045
+    auto = decide_split(a, b, test="margin")
+    acc = b.mean()
+    assert auto.min_gain == pytest.approx(np.sqrt(acc * (1 - acc) / 200))
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="paired outcomes"):
+        decide_split(np.ones(3, bool), np.ones(4, bool))
+    with pytest.raises(ValueError, match="test must be one of"):
+        decide_split(np.ones(3, bool), np.ones(3, bool), test="t-test")
+    assert not decide_split([], []).keep
+
+
+# -- held-out selection in the classifier ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def subclasses():
+    X, y = make_classification(
+        n_samples=900, n_features=10, n_informative=4, n_redundant=0,
+        n_classes=3, n_clusters_per_class=3, class_sep=2.5, random_state=0,
+    )
+    return X.astype(np.float32), y
+
+
+TINY = dict(
+    max_epochs=6, expert_max_epochs=2, lr=0.01, max_depth=1, n_clusters_grid=(2, 3),
+    min_cluster_size=40, clusterer=KMeans(n_init=2), random_state=0,
+)
+
+
+@pytest.fixture
+def trained_rows(monkeypatch):
+    """Record the rows and stage of every training call during a fit."""
+    calls = []
+    original = node_module.train_net
+
+    def record(net, X, y=None, **kwargs):
+        rows = getattr(X, "rows", None)
+        calls.append((kwargs["stage"], None if rows is None else np.asarray(rows)))
+        return original(net, X, y, **kwargs)
+
+    monkeypatch.setattr(node_module, "train_net", record)
+    monkeypatch.setattr(classifier_module, "train_net", record)
+    return calls
+
+
+def test_no_network_trains_on_the_rows_that_choose_the_split(subclasses, trained_rows):
+    X, y = subclasses
+    clf = HierarchicalEmbeddingMoEClassifier(
+        **TINY, split_test="margin", min_gain=0.0
+    ).fit(X, y)
+    assert clf.n_leaves_ > 1, "this configuration must split"
+    stage, root_rows = trained_rows[0]
+    assert stage == "root network (fit part)"
+    held_out = np.setdiff1d(np.arange(len(X)), root_rows)
+    assert len(held_out) == pytest.approx(0.2 * len(X), abs=2)
+    search = [rows for stage, rows in trained_rows if "search" in stage]
+    assert search and all(np.intersect1d(rows, held_out).size == 0 for rows in search)
+    # no final expert is trained again: the search's experts are kept ...
+    assert not [s for s, _ in trained_rows if "final expert" in s]
+    # ... and every leaf then trains once more on all of its rows
+    refits = [rows for stage, rows in trained_rows if "refit on all rows" in stage]
+    assert len(refits) == clf.n_leaves_
+    assert np.intersect1d(np.concatenate(refits), held_out).size == len(held_out)
+    decision = clf.tree_.nodes[0].search["decision"]
+    assert decision.keep and decision.n == len(held_out)
+    assert f"on {len(held_out)} held-out rows" in clf.export_text()
+
+
+def test_node_selection_trains_the_root_on_all_rows(subclasses, trained_rows):
+    X, y = subclasses
+    clf = HierarchicalEmbeddingMoEClassifier(
+        **TINY, selection="node", split_test="margin", min_gain=0.0
+    ).fit(X, y)
+    stage, rows = trained_rows[0]
+    assert stage == "root network" and len(rows) == len(X)
+    # 0.1's rule trains the chosen K's experts again on all of their rows
+    final = [s for s, _ in trained_rows if "final expert" in s]
+    assert len(final) == (clf.n_leaves_ if clf.n_leaves_ > 1 else 0)
+
+
+def test_an_unsplit_tree_is_exactly_the_base_network(subclasses):
+    X, y = subclasses
+    # p-values are at least 1 / 4001: alpha below that never splits
+    tree = HierarchicalEmbeddingMoEClassifier(**TINY, split_alpha=1e-4).fit(X, y)
+    base = HierarchicalEmbeddingMoEClassifier(**{**TINY, "max_depth": 0}).fit(X, y)
+    assert tree.n_leaves_ == 1
+    assert tree.tree_.nodes[0].search["decision"] is not None
+    assert_allclose(tree.predict_proba(X), base.predict_proba(X), rtol=0, atol=1e-6)
+
+
+def test_without_refit_the_leaves_keep_their_fit_part_networks(subclasses, trained_rows):
+    X, y = subclasses
+    clf = HierarchicalEmbeddingMoEClassifier(
+        **TINY, split_test="margin", min_gain=0.0, refit=False
+    ).fit(X, y)
+    assert clf.n_leaves_ > 1
+    assert not [s for s, _ in trained_rows if "refit" in s]
+
+
+def test_selection_is_deterministic(subclasses):
+    X, y = subclasses
+    params = dict(**TINY, split_test="margin", min_gain=0.0)
+    a = HierarchicalEmbeddingMoEClassifier(**params).fit(X, y)
+    b = HierarchicalEmbeddingMoEClassifier(**params).fit(X, y)
+    assert_array_equal(a.apply(X), b.apply(X))
+    assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=0, atol=0)
+
+
+# -- experts that see more than their cluster, cheaper search, refinement -----
+
+
+def test_outside_share_adds_a_seeded_random_share_of_the_other_clusters():
+    from hemoe_sk.node import overlap_positions
+
+    labels = np.repeat([0, 1, 2], [50, 30, 20])
+    own = np.flatnonzero(labels == 1)
+    pos = overlap_positions(labels, None, 1, 0.0, outside_share=0.25, seed=3)
+    assert np.isin(own, pos).all()
+    assert len(pos) == 30 + round(0.25 * 70)
+    assert_array_equal(pos, overlap_positions(labels, None, 1, 0.0, 0.25, seed=3))
+    assert not np.array_equal(pos, overlap_positions(labels, None, 1, 0.0, 0.25, seed=4))
+    # overlap takes the closest points first, the share is drawn from the rest
+    proba = np.zeros((100, 3))
+    proba[:, 1] = np.linspace(0, 1, 100)
+    both = overlap_positions(labels, proba, 1, 0.5, outside_share=0.1, seed=0)
+    assert len(both) == len(np.unique(both)) == 30 + 15 + round(0.1 * 55)
+    assert np.isin([99, 98, 97], both).all()  # the 15 closest others are in
+
+
+def test_head_search_scores_with_heads_and_trains_only_the_chosen_experts(
+    subclasses, trained_rows
+):
+    X, y = subclasses
+    clf = HierarchicalEmbeddingMoEClassifier(
+        **TINY, split_test="margin", min_gain=0.0, search_expert="head"
+    ).fit(X, y)
+    search = [rows for stage, rows in trained_rows if "search" in stage]
+    assert search and all(rows is None for rows in search)  # heads on embeddings
+    final = [rows for stage, rows in trained_rows if "final expert" in stage]
+    assert len(final) == (clf.n_leaves_ if clf.n_leaves_ > 1 else 0)
+    assert all(rows is not None for rows in final)  # fine-tuned nets on X rows
+
+
+@pytest.fixture(scope="module")
+def split_tree(subclasses):
+    X, y = subclasses
+    params = dict(**TINY, split_test="margin", min_gain=0.0)
+    clf = HierarchicalEmbeddingMoEClassifier(**params).fit(X, y)
+    assert clf.n_leaves_ > 1, "this configuration must split"
+    return params, clf
+
+
+def test_torch_routers_equal_the_routers_soft_assignment(split_tree, subclasses):
+    from hemoe_sk.nn.nets import embed
+    from hemoe_sk.refine import torch_router
+
+    X, _ = subclasses
+    _, clf = split_tree
+    root = clf.tree_.nodes[0]
+    E = embed(root.embedder, X[:50])
+    fn = torch_router(root.router)
+    assert fn is not None
+    import torch
+
+    q = fn(torch.as_tensor(E)).detach().numpy()
+    assert_allclose(q, root.router.predict_proba(E), rtol=1e-4, atol=1e-6)
+
+
+def test_refinement_trains_the_whole_tree(split_tree, subclasses):
+    X, y = subclasses
+    params, plain = split_tree
+    refined = HierarchicalEmbeddingMoEClassifier(**params, refine_epochs=2).fit(X, y)
+    assert len(refined.refine_loss_) == 2 and np.isfinite(refined.refine_loss_).all()
+    assert plain.refine_loss_ == []
+    assert refined.max_path_epochs_ == plain.max_path_epochs_ + 2
+    assert refined.tree_.node_count == plain.tree_.node_count
+    assert refined.n_leaves_ == plain.n_leaves_  # the same tree ...
+    p1, p2 = plain.predict_proba(X), refined.predict_proba(X)
+    assert np.abs(p1 - p2).max() > 1e-3  # ... with other weights
+    assert_allclose(p2.sum(axis=1), 1.0)
+    again = HierarchicalEmbeddingMoEClassifier(**params, refine_epochs=2).fit(X, y)
+    assert_allclose(again.predict_proba(X), p2, rtol=0, atol=0)
