@@ -1345,7 +1345,7 @@ class AttributionDisplay:
                       feature_names=feature_names)
         return display.plot(ax=ax)
 
-    def plot(self, *, ax=None, cmap="inferno", alpha=0.55, max_bars=10):
+    def plot(self, *, ax=None, cmap="jet", alpha=0.5, max_bars=10):
         """Draw the panels.
 
         Parameters
@@ -1353,9 +1353,10 @@ class AttributionDisplay:
         ax : ndarray of matplotlib Axes or None, default=None
             Shape ``(n_samples, n_panels)`` (with images, the first column
             shows the samples).
-        cmap : str, default="inferno"
-            Colour map of the attribution overlay.
-        alpha : float, default=0.55
+        cmap : str, default="jet"
+            Colour map of the attribution overlay (each map scaled to its
+            largest absolute value; values below 5% of it are not drawn).
+        alpha : float, default=0.5
             Opacity of the overlay.
         max_bars : int, default=10
             Features shown per tabular panel (largest absolute attribution).
@@ -1394,7 +1395,9 @@ class AttributionDisplay:
                     heat = np.abs(values.reshape(c, h, w)).mean(axis=0)
                     a.imshow(self._as_picture(self.images[i]), cmap="gray")
                     top = heat.max()
-                    a.imshow(heat / top if top > 0 else heat, cmap=cmap, alpha=alpha,
+                    heat = heat / top if top > 0 else heat
+                    # Pixels with (almost) no attribution stay see-through.
+                    a.imshow(np.ma.masked_less(heat, 0.05), cmap=cmap, alpha=alpha,
                              vmin=0.0, vmax=1.0)
                     a.axis("off")
                 else:

@@ -3,6 +3,8 @@
 import contextlib
 import copy
 import csv
+import importlib.util
+import sys
 import warnings
 
 import joblib
@@ -44,7 +46,10 @@ from hemoe_sk.node import NodeExpertsClassifier, Router  # noqa: E402
 from hemoe_sk.nn import ConvEmbedder, DeepMoEEmbedder  # noqa: E402
 from hemoe_sk.nn.nets import build_embedder_net, embed, torch_seed  # noqa: E402
 
-pytest.importorskip("captum", reason="routing attributions need captum (hemoe_sk[explain])")
+needs_captum = pytest.mark.skipif(
+    importlib.util.find_spec("captum") is None,
+    reason="routing attributions need captum (pip install hemoe_sk[explain])",
+)
 
 
 @contextlib.contextmanager
@@ -346,6 +351,7 @@ def test_router_without_differentiable_form_is_named(tab, tab_data, router, matc
 # -- attributions --------------------------------------------------------------
 
 
+@needs_captum
 def test_integrated_gradients_shape_determinism_completeness(tab, tab_data):
     X, _ = tab_data
     inner = [n.node_id for n in tab.tree_.nodes if not n.is_leaf]
@@ -372,6 +378,7 @@ def test_integrated_gradients_shape_determinism_completeness(tab, tab_data):
                     atol=1e-6)
 
 
+@needs_captum
 def test_gradcam_on_conv_embedder(conv, digits):
     X, _ = digits
     a = route_attributions(conv, X[:5], node=0)
@@ -390,6 +397,7 @@ def test_gradcam_on_conv_embedder(conv, digits):
         assert all(m.training == mode for m in module.modules())
 
 
+@needs_captum
 def test_gradcam_on_deepmoe_embedder(conv, digits):
     X, y = digits
     clf = copy.deepcopy(conv)
@@ -411,6 +419,13 @@ def test_gradcam_on_deepmoe_embedder(conv, digits):
     a = route_attributions(clf, X[:3], node=0)
     assert a.shape == (3, 64) and (a >= 0).all()
     assert_array_equal(a, route_attributions(clf, X[:3], node=0))
+
+
+def test_missing_captum_names_the_extra(tab, tab_data, monkeypatch):
+    X, _ = tab_data
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    with pytest.raises(ImportError, match=r"pip install hemoe_sk\[explain\]"):
+        route_attributions(tab, X[:2], node=0)
 
 
 def test_bad_node_and_target_give_clear_errors(tab, tab_data):
@@ -487,6 +502,7 @@ def test_tree_display(tab, tmp_path):
     plt.close("all")
 
 
+@needs_captum
 def test_attribution_display_images_and_bars(conv, digits, tab, tab_data, tmp_path):
     X, _ = digits
     disp = AttributionDisplay.from_estimator(conv, X[:3])
@@ -513,6 +529,7 @@ def test_public_names():
         assert name in hemoe_sk.__all__ and hasattr(hemoe_sk, name)
 
 
+@needs_captum
 def test_cli_explain(tab_data, tmp_path, capsys):
     X, y = tab_data
     names = [f"f{i}" for i in range(X.shape[1])]
@@ -543,3 +560,16 @@ def test_cli_explain(tab_data, tmp_path, capsys):
     assert main(["explain", str(tmp_path / "model.joblib"), str(data),
                  "--out", str(out), "--png", str(png), "--node", "99"]) == 2
     assert "node=99 does not exist" in capsys.readouterr().err
+
+
+@needs_captum
+def test_docstring_examples_run():
+    import doctest
+
+    import hemoe_sk.inspection as module
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 20 and result.failed == 0
+    plt.close("all")
