@@ -1,10 +1,11 @@
-"""The ``hemoe-sk`` command: ``demo``, ``fit`` and ``predict``.
+"""The ``hemoe-sk`` command: ``demo``, ``fit``, ``predict`` and ``explain``.
 
 ::
 
     hemoe-sk demo
     hemoe-sk fit data.csv --target label --out model.joblib
     hemoe-sk predict model.joblib new.csv --out predictions.csv
+    hemoe-sk explain model.joblib data.csv --out routes.csv --png figures/
 """
 
 from __future__ import annotations
@@ -223,6 +224,81 @@ def _predict(args):
     return 0
 
 
+def _explain(args):
+    import os
+
+    import joblib
+
+    from . import inspection
+
+    try:
+        bundle = joblib.load(args.model)
+    except Exception as exc:  # unpickling garbage can raise almost anything
+        raise CLIError(
+            f"cannot load {args.model}: not a joblib model file "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(bundle, dict) or "model" not in bundle:
+        raise CLIError(f"{args.model} was not written by `hemoe-sk fit`.")
+    if args.samples < 1:
+        raise CLIError(f"--samples must be at least 1, got {args.samples}.")
+    model, names = bundle["model"], bundle["feature_names"]
+    X, y, file_names = read_csv(args.csv, target=bundle.get("target"))
+    missing = [n for n in names if n not in file_names]
+    if missing:
+        raise CLIError(f"{args.csv}: missing feature columns {missing}.")
+    X = X[:, [file_names.index(n) for n in names]]
+    try:
+        inspection.export_routing(model, X, y, args.out)
+        records = inspection.explain_routes(model, X[: args.samples])
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"cannot explain {args.csv}: {exc}") from None
+    print(f"wrote the routes of {len(X)} rows to {args.out}", file=sys.stderr)
+    for record in records:
+        print(inspection.format_route(record))
+    if args.png is None:
+        return 0
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CLIError(
+            "--png needs matplotlib: `pip install hemoe_sk[plot]`."
+        ) from None
+    os.makedirs(args.png, exist_ok=True)
+    written = []
+
+    def save(display, name):
+        path = os.path.join(args.png, name)
+        display.figure_.tight_layout()
+        display.figure_.savefig(path, dpi=args.dpi)
+        plt.close(display.figure_)
+        written.append(path)
+
+    save(inspection.TreeDisplay.from_estimator(model), "tree.png")
+    if y is not None:
+        save(inspection.RoutingDisplay.from_estimator(model, X, y), "routing.png")
+    clf = model.steps[-1][1] if hasattr(model, "steps") else model
+    if clf.n_leaves_ < 2:
+        print("the tree is a single leaf: no routing attributions", file=sys.stderr)
+    else:
+        try:
+            display = inspection.AttributionDisplay.from_estimator(
+                model, X[: args.samples], node=args.node, feature_names=names,
+                row_labels=None if y is None else [f"label {v}" for v in y[: args.samples]],
+            )
+        except ImportError as exc:
+            print(f"no attributions.png: {exc}", file=sys.stderr)
+        except (ValueError, TypeError) as exc:
+            raise CLIError(f"cannot compute routing attributions: {exc}") from None
+        else:
+            save(display, "attributions.png")
+    print("wrote " + ", ".join(written), file=sys.stderr)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hemoe-sk",
@@ -271,6 +347,35 @@ def build_parser():
         "--proba", action="store_true", help="also write class probabilities"
     )
     predict.set_defaults(func=_predict)
+
+    explain = sub.add_parser(
+        "explain",
+        help="write every row's route through the tree (CSV, and pictures)",
+        description="Route every row of a CSV file through a model saved by "
+        "`hemoe-sk fit`: write one CSV row per sample (label when the file has "
+        "it, leaf, path, routing probability at every depth, prediction), print "
+        "the routes of the first rows, and with --png draw the tree, the "
+        "label-by-leaf heatmap and the routing attributions of the first rows "
+        "(attributions need captum: pip install hemoe_sk[explain]).",
+    )
+    explain.add_argument("model", help="a file written by `hemoe-sk fit`")
+    explain.add_argument("csv", help="rows to explain, a CSV file with a header row")
+    explain.add_argument("--out", default="routes.csv", help="the routing CSV")
+    explain.add_argument(
+        "--png", metavar="DIR", help="also write tree.png, routing.png and "
+        "attributions.png into DIR"
+    )
+    explain.add_argument(
+        "--samples", type=int, default=3,
+        help="rows whose routes are printed and attributed (the first ones)",
+    )
+    explain.add_argument(
+        "--node", type=int, default=None,
+        help="attribute the routing of this node only (default: every node on "
+        "each row's path)",
+    )
+    explain.add_argument("--dpi", type=int, default=120)
+    explain.set_defaults(func=_explain)
     return parser
 
 
