@@ -1,8 +1,9 @@
 """Explain a tree's routes on digits: the tree, where each digit goes, and why.
 
 The script fits the hierarchical classifier on scikit-learn's 8x8 digits with
-a small convolutional embedder and k-means routers (``min_gain=0.0``: any
-split that beats the unsplit node on held-out data is kept), then writes
+a small convolutional embedder and k-means routers (``split_test="none"``: the
+best eligible split is always kept, so that there is a tree to read), then
+writes
 
 * ``inspection_tree.png``: the tree, one pie per node sized by its training
   samples and split by digit (:class:`~hemoe_sk.inspection.TreeDisplay`);
@@ -56,7 +57,7 @@ clf = HierarchicalEmbeddingMoEClassifier(
     embedder__embedding_dim=32,
     clusterer=KMeans(n_init=5),
     n_clusters_grid=(2, 3, 4),
-    min_gain=0.0,  # keep any split that beats the unsplit node on held-out data
+    split_test="none",  # always keep the best split: this example is about reading a tree
     max_depth=2,
     min_cluster_size=40,
     max_epochs=8,

@@ -106,11 +106,13 @@ class HierarchicalEmbeddingMoEClassifier(
         draws its own validation split, whose rows the node's network has
         already seen, so its held-out scores are optimistic. Given ``cv``,
         selection is per node by that cross-validation.
-    split_test : {"bootstrap", "mcnemar", "margin"}, default="bootstrap"
+    split_test : {"bootstrap", "mcnemar", "margin", "none"}, default="bootstrap"
         How the best candidate must beat the unsplit node (K=1) on the same
         held-out rows to be kept (see :func:`hemoe_sk.node.decide_split`): a
         one-sided paired bootstrap over rows or exact McNemar test at level
-        ``split_alpha``, or ``"margin"``: a gain above ``min_gain``, no test.
+        ``split_alpha``; ``"margin"``: a gain above ``min_gain``, no test;
+        ``"none"``: the best eligible split is always kept (a forced
+        hierarchy, for demonstrations and inspection).
     split_alpha : float in (0, 1), default=0.05
         Significance level of ``split_test``.
     min_gain : "auto" or float, default="auto"

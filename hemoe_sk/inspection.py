@@ -38,6 +38,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from .classifier import HierarchicalEmbeddingMoEClassifier
+from .cluster.torch_routing import router_scores
 from .moe import MixtureOfExpertsClassifier
 from .nn.nets import _embedding_fn, _module_of, embed
 
@@ -225,7 +226,8 @@ def explain_routes(estimator, X, *, top_k=3, as_frame=False):
     >>> X, c = make_blobs(n_samples=200, centers=6, random_state=0)
     >>> y = c % 2
     >>> clf = HierarchicalEmbeddingMoEClassifier(
-    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,), min_gain=0.0,
+    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,),
+    ...     split_test="none",
     ...     max_depth=1, min_cluster_size=20, max_epochs=5, random_state=0,
     ... ).fit(X, y)
     >>> records = explain_routes(clf, X[:2])
@@ -418,7 +420,8 @@ def export_routing(estimator, X, y, path):
     >>> X, c = make_blobs(n_samples=200, centers=6, random_state=0)
     >>> y = c % 2
     >>> clf = HierarchicalEmbeddingMoEClassifier(
-    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,), min_gain=0.0,
+    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,),
+    ...     split_test="none",
     ...     max_depth=1, min_cluster_size=20, max_epochs=5, random_state=0,
     ... ).fit(X, y)
     >>> out = export_routing(clf, X, y, os.path.join(tempfile.mkdtemp(), "r.csv"))
@@ -497,155 +500,6 @@ def _inner_node(clf, node):
     return tree.nodes[node]
 
 
-def _as_tensor(a, device):
-    return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
-
-
-def _reducer_fn(reducer, device):
-    """The router's reducer as a float64 torch function, or a TypeError."""
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
-
-    if reducer is None:
-        return lambda e: e
-    if isinstance(reducer, PCA):
-        mean = _as_tensor(reducer.mean_, device)
-        comp = _as_tensor(reducer.components_, device)
-        scale = None
-        if reducer.whiten:
-            s = np.sqrt(np.asarray(reducer.explained_variance_, dtype=np.float64))
-            s[s < np.finfo(reducer.explained_variance_.dtype).eps] = np.finfo(
-                reducer.explained_variance_.dtype
-            ).eps
-            scale = _as_tensor(s, device)
-
-        def pca(e):
-            r = (e - mean) @ comp.T
-            return r if scale is None else r / scale
-
-        return pca
-    if isinstance(reducer, StandardScaler):
-        mean = None if getattr(reducer, "mean_", None) is None or not reducer.with_mean \
-            else _as_tensor(reducer.mean_, device)
-        scale = None if getattr(reducer, "scale_", None) is None or not reducer.with_std \
-            else _as_tensor(reducer.scale_, device)
-
-        def standardize(e):
-            if mean is not None:
-                e = e - mean
-            return e if scale is None else e / scale
-
-        return standardize
-    raise TypeError(
-        f"The router's reducer {type(reducer).__name__} has no differentiable form "
-        "here: routing attributions support reducer=None, PCA and StandardScaler."
-    )
-
-
-class _ScoreFn(nn.Module):
-    """Log-scores ``s`` of a router's clusterer (float64, ``softmax(s)`` are
-    its ``predict_proba``), with the clusterer's own torch module, if any,
-    registered so that eval mode reaches it."""
-
-    def __init__(self, fn, module=None):
-        super().__init__()
-        self.fn = fn
-        self.inner = module
-
-    def forward(self, r):
-        return self.fn(r)
-
-
-def _student_t_log_kernel(z, centers, alpha):
-    d2 = (z[:, None, :] - centers[None, :, :]).pow(2).sum(dim=2)
-    return -(alpha + 1.0) / 2.0 * torch.log1p(d2 / alpha)
-
-
-def _clusterer_scores(clusterer, device):
-    """``_ScoreFn`` for the supported clusterers, else a TypeError naming it."""
-    from sklearn.mixture import GaussianMixture
-
-    from .cluster.dec import DECClusterer
-    from .cluster.mixae import MixtureOfAutoencodersClusterer
-    from .cluster.routing import NeighborVoteRouter
-
-    if isinstance(clusterer, DECClusterer):
-        module = clusterer.autoencoder_.module_
-        centers = _as_tensor(clusterer.cluster_centers_, device)
-        alpha = float(clusterer.alpha)
-
-        def dec(r):
-            # DEC validates to float32 and encodes in float32; q in float64.
-            z = module.encode(r.float()).reshape(len(r), -1).double()
-            return _student_t_log_kernel(z, centers, alpha)
-
-        return _ScoreFn(dec, module)
-    if isinstance(clusterer, MixtureOfAutoencodersClusterer):
-        module = clusterer.module_
-        scale = clusterer.n_features_in_ / (2.0 * clusterer.noise_variance_)
-
-        def mixae(r):
-            errors = module.errors(r.float()).reshape(len(r), -1).double()
-            return -scale * errors
-
-        return _ScoreFn(mixae, module)
-    if isinstance(clusterer, GaussianMixture):
-        return _ScoreFn(_gmm_scores(clusterer, device))
-    if isinstance(clusterer, NeighborVoteRouter) or hasattr(clusterer, "predict_proba"):
-        raise TypeError(
-            f"The router's clusterer {type(clusterer).__name__} has no differentiable "
-            "form (its probabilities are a vote or otherwise piecewise constant): "
-            "routing attributions support DECClusterer, "
-            "MixtureOfAutoencodersClusterer, GaussianMixture and clusterers with "
-            "cluster_centers_ (KMeans and friends)."
-        )
-    if hasattr(clusterer, "cluster_centers_"):
-        centers = _as_tensor(clusterer.cluster_centers_, device)
-
-        def centroid(r):
-            # soft_assign's kernel: q_j ∝ 1 / (1 + ||r - mu_j||^2).
-            return _student_t_log_kernel(r, centers, 1.0)
-
-        return _ScoreFn(centroid)
-    raise TypeError(
-        f"The router's clusterer {type(clusterer).__name__} routes by predict alone "
-        "(one-hot), which has no gradient: routing attributions support "
-        "DECClusterer, MixtureOfAutoencodersClusterer, GaussianMixture and "
-        "clusterers with cluster_centers_ (KMeans and friends)."
-    )
-
-
-def _gmm_scores(gmm, device):
-    """Weighted log-likelihood of every component (scikit-learn's formula)."""
-    means = _as_tensor(gmm.means_, device)
-    k, d = means.shape
-    pc = np.asarray(gmm.precisions_cholesky_, dtype=np.float64)
-    kind = gmm.covariance_type
-    if kind == "full":
-        chol = pc
-    elif kind == "tied":
-        chol = np.repeat(pc[None], k, axis=0)
-    elif kind == "diag":
-        chol = np.stack([np.diag(p) for p in pc])
-    else:  # spherical
-        chol = np.stack([p * np.eye(d) for p in pc])
-    log_det = np.log(np.stack([np.diag(c) for c in chol])).sum(axis=1)
-    chol_t = _as_tensor(chol, device)
-    const = _as_tensor(
-        np.log(np.asarray(gmm.weights_, dtype=np.float64)) + log_det
-        - 0.5 * d * np.log(2 * np.pi),
-        device,
-    )
-
-    def gmm_scores(r):
-        y = torch.einsum("nd,kde->nke", r, chol_t) - torch.einsum(
-            "kd,kde->ke", means, chol_t
-        )[None]
-        return const[None] - 0.5 * y.pow(2).sum(dim=2)
-
-    return gmm_scores
-
-
 class _RoutingModule(nn.Module):
     """Input rows -> a node's routing probabilities (or log-similarities)."""
 
@@ -655,14 +509,13 @@ class _RoutingModule(nn.Module):
         self._embed = _embedding_fn(embedder)
         p = next(embedder.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
-        self.reduce = _reducer_fn(router.reducer, device)
-        self.scores = _clusterer_scores(router.clusterer, device)
+        self.scores = router_scores(router, device)
         self.output = output
         self.n_clusters = int(router.n_clusters)
 
     def forward(self, x):
         e = self._embed(x).reshape(len(x), -1).double()
-        s = self.scores(self.reduce(e))
+        s = self.scores(e)
         if self.output == "similarity":
             return s
         return torch.softmax(s, dim=1)
@@ -729,7 +582,8 @@ def routing_module(estimator, node=0, *, output="proba"):
     >>> from hemoe_sk.nn.nets import embed
     >>> X, c = make_blobs(n_samples=200, centers=6, random_state=0)
     >>> clf = HierarchicalEmbeddingMoEClassifier(
-    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,), min_gain=0.0,
+    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,),
+    ...     split_test="none",
     ...     max_depth=1, min_cluster_size=20, max_epochs=5, random_state=0,
     ... ).fit(X, c % 2)
     >>> module = routing_module(clf, 0).eval()
@@ -840,7 +694,8 @@ def route_attributions(
     >>> from hemoe_sk.inspection import route_attributions
     >>> X, c = make_blobs(n_samples=200, centers=6, random_state=0)
     >>> clf = HierarchicalEmbeddingMoEClassifier(
-    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,), min_gain=0.0,
+    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,),
+    ...     split_test="none",
     ...     max_depth=1, min_cluster_size=20, max_epochs=5, random_state=0,
     ... ).fit(X, c % 2)
     >>> route_attributions(clf, X[:3], node=0).shape

@@ -508,7 +508,7 @@ def node_splits(y, validation_size, cv, seed):
 
 #: Paired tests a split must pass against the unsplit node (see
 #: :func:`decide_split`).
-SPLIT_TESTS = ("bootstrap", "mcnemar", "margin")
+SPLIT_TESTS = ("bootstrap", "mcnemar", "margin", "none")
 
 
 @dataclass
@@ -559,7 +559,7 @@ def decide_split(
     correct_split, correct_unsplit : array-like of bool, shape (n,)
         Per held-out row, whether the split (its routed experts) and the
         unsplit node classified it correctly. The same rows, in one order.
-    test : {"bootstrap", "mcnemar", "margin"}, default="bootstrap"
+    test : {"bootstrap", "mcnemar", "margin", "none"}, default="bootstrap"
         ``"bootstrap"``: the rows are resampled with replacement
         ``n_resamples`` times; the p-value is the share of resamples in which
         the split does not gain (the paired differences take the values -1,
@@ -567,7 +567,8 @@ def decide_split(
         ``"mcnemar"``: the exact one-sided McNemar test, a binomial test of
         the rows only the split got right against those only the unsplit
         node got right. ``"margin"``: no test; the gain must exceed
-        ``min_gain`` (0.1's rule).
+        ``min_gain`` (0.1's rule). ``"none"``: the split is always kept (to
+        grow a tree whatever it scores: demonstrations, forced hierarchies).
     alpha : float, default=0.05
         Significance level of the tests.
     min_gain : "auto" or float, default="auto"
@@ -604,7 +605,7 @@ def decide_split(
     n = len(a)
     wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
     if n == 0:
-        return SplitDecision(False, 0.0, None, 0.0, test, 0, 0, 0)
+        return SplitDecision(test == "none", 0.0, None, 0.0, test, 0, 0, 0)
     gain = (wins - losses) / n
     if min_gain == "auto":
         acc = float(b.mean())
@@ -623,7 +624,7 @@ def decide_split(
                                  size=n_resamples)
         not_better = np.count_nonzero(counts[:, 0] <= counts[:, 1])
         p_value = (1 + not_better) / (n_resamples + 1)
-    keep = gain > margin and (p_value is None or p_value < alpha)
+    keep = test == "none" or (gain > margin and (p_value is None or p_value < alpha))
     return SplitDecision(bool(keep), float(gain), p_value, float(margin), test, n,
                          wins, losses)
 
@@ -797,7 +798,9 @@ def search_node(
             min_gain=min_gain,
             random_state=seed,
         )
-        if best != unsplit and not decision.keep:
+        if split_test == "none":
+            best = challenger
+        elif best != unsplit and not decision.keep:
             best = unsplit
     router = None
     experts = None

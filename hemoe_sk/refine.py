@@ -20,13 +20,13 @@ the batch's routing mass from the cluster proportions the node was grown
 with, so that no router collapses onto one child.
 
 Routers are differentiable where their soft assignment has a closed form in
-torch: centroid routers (k-means: the Student-t kernel of
-:func:`hemoe_sk.cluster.routing.soft_assign`) and :class:`DECClusterer`
-(Student-t on its encoder's codes), each after an optional PCA reducer. The
-routers' own parameters (centres, DEC's encoder) stay fixed, so hard routing
-keeps following the same partition of the (now refined) embedding space.
-Other routers give constant routing weights; only the experts below them
-learn then.
+torch (:func:`hemoe_sk.cluster.torch_routing.router_scores`: centroid
+routers such as k-means, :class:`DECClusterer`, the mixture of autoencoders
+and Gaussian mixtures, after no reducer, PCA or a scaler). The routers' own
+parameters (centres, DEC's encoder) stay fixed, so hard routing keeps
+following the same partition of the (now refined) embedding space. Other
+routers give constant routing weights; only the experts below them learn
+then.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .cluster.torch_routing import router_scores
 from .nn.nets import _embedding_fn, torch_seed
 
 __all__ = ["refine_tree", "torch_router"]
@@ -42,36 +43,10 @@ __all__ = ["refine_tree", "torch_router"]
 _MIN_WEIGHT = 1e-4
 
 
-def _torch_reducer(reducer, device):
-    if reducer is None:
-        return lambda z: z
-    if not (hasattr(reducer, "components_") and hasattr(reducer, "mean_")):
-        return None
-    comps = torch.as_tensor(np.asarray(reducer.components_), dtype=torch.float32,
-                            device=device)
-    mean = torch.as_tensor(np.asarray(reducer.mean_), dtype=torch.float32, device=device)
-    scale = None
-    if getattr(reducer, "whiten", False):
-        scale = torch.as_tensor(
-            np.sqrt(np.asarray(reducer.explained_variance_)), dtype=torch.float32,
-            device=device,
-        )
-
-    def reduce(z):
-        out = (z - mean) @ comps.T
-        return out if scale is None else out / scale
-
-    return reduce
-
-
-def _student_t(z, centers, alpha):
-    d2 = (z[:, None, :] - centers[None, :, :]).pow(2).sum(dim=2)
-    return torch.softmax(-(alpha + 1.0) / 2.0 * torch.log1p(d2 / alpha), dim=1)
-
-
 def torch_router(router, device="cpu"):
     """A differentiable ``z -> q`` equal to ``router.predict_proba(z)``, or
-    ``None`` where the router has no closed form in torch.
+    ``None`` where the router has no closed form in torch (see
+    :func:`hemoe_sk.cluster.torch_routing.router_scores`).
 
     Parameters
     ----------
@@ -82,22 +57,11 @@ def torch_router(router, device="cpu"):
     -------
     callable or None
     """
-    reduce = _torch_reducer(router.reducer, device)
-    if reduce is None:
+    try:
+        scores = router_scores(router, device)
+    except TypeError:
         return None
-    clusterer = router.clusterer
-    centers = getattr(clusterer, "cluster_centers_", None)
-    if centers is None:
-        return None
-    centers = torch.as_tensor(np.asarray(centers), dtype=torch.float32, device=device)
-    autoencoder = getattr(clusterer, "autoencoder_", None)
-    if autoencoder is not None and hasattr(clusterer, "alpha"):
-        module = autoencoder.module_
-        alpha = float(clusterer.alpha)
-        return lambda z: _student_t(module.encode(reduce(z)), centers, alpha)
-    if hasattr(clusterer, "predict_proba"):
-        return None  # some other probabilistic router: no closed form here
-    return lambda z: _student_t(reduce(z), centers, 1.0)
+    return lambda z: torch.softmax(scores(z), dim=1).float()
 
 
 class _NodeFn:
@@ -159,16 +123,20 @@ def refine_tree(tree, X, y, *, epochs, lr, batch_size, balance, seed, device="cp
             fn.target = torch.as_tensor(sizes / sizes.sum(), dtype=torch.float32,
                                         device=device)
     modules = _modules_of(fns)
-    # Routers' own modules (DEC encoders) stay fixed.
+    # Routers' own modules (DEC's autoencoder, MixAE) stay fixed.
     frozen = []
     for node in nodes:
-        ae = None if node.is_leaf else getattr(node.router.clusterer, "autoencoder_", None)
-        if ae is not None:
-            for p in ae.module_.parameters():
-                if p.requires_grad:
-                    p.requires_grad_(False)
-                    frozen.append(p)
-            ae.module_.eval()
+        if node.is_leaf:
+            continue
+        clusterer = node.router.clusterer
+        for owner in (getattr(clusterer, "autoencoder_", None), clusterer):
+            module = getattr(owner, "module_", None)
+            if isinstance(module, torch.nn.Module):
+                for p in module.parameters():
+                    if p.requires_grad:
+                        p.requires_grad_(False)
+                        frozen.append(p)
+                module.eval()
     params = []
     seen = set()
     for m in modules:

@@ -42,6 +42,7 @@ from hemoe_sk.inspection import (  # noqa: E402
     route_attributions,
     routing_module,
 )
+import hemoe_sk.node as node_module
 from hemoe_sk.node import NodeExpertsClassifier, Router  # noqa: E402
 from hemoe_sk.nn import ConvEmbedder, DeepMoEEmbedder  # noqa: E402
 from hemoe_sk.nn.nets import build_embedder_net, embed, torch_seed  # noqa: E402
@@ -66,8 +67,15 @@ def splits_preferred():
         bonus = 0.0 if getattr(self, "router_", None) is None else 1.0
         return original(self, P, y, sample_weight) + bonus
 
+    def keep(*args, **kwargs):
+        decision = original_decide(*args, **kwargs)
+        decision.keep = True
+        return decision
+
+    original_decide = node_module.decide_split
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(NodeExpertsClassifier, "score", score)
+        mp.setattr(node_module, "decide_split", keep)
         yield
 
 
@@ -80,7 +88,7 @@ def _fit(est, X, y):
 TAB = dict(
     clusterer=KMeans(n_init=3),
     n_clusters_grid=(2, 3),
-    min_gain=0.0,
+    split_test="none",
     max_depth=2,
     min_cluster_size=20,
     max_epochs=6,
@@ -125,7 +133,7 @@ def conv(digits):
         embedder__embedding_dim=16,
         clusterer=KMeans(n_init=3),
         n_clusters_grid=(2,),
-        min_gain=0.0,
+        split_test="none",
         max_depth=1,
         min_cluster_size=30,
         max_epochs=3,
