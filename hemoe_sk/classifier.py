@@ -31,6 +31,31 @@ from .tree import HierarchyTree, Node
 
 __all__ = ["HierarchicalEmbeddingMoEClassifier"]
 
+#: What the partition clusters (``split_signal``): the name of the clusterer
+#: in :mod:`hemoe_sk.cluster.signals` each signal uses; ``"embedding"`` uses
+#: the ``clusterer`` parameter.
+SPLIT_SIGNALS = {
+    "embedding": None,
+    "confusion": "ClassGroupClusterer",
+    "within-class": "WithinClassClusterer",
+    "balanced": "BalancedKMeans",
+}
+
+
+def _signal_clusterer(signal, clusterer):
+    if SPLIT_SIGNALS[signal] is None:
+        return _default_clusterer() if clusterer is None else clusterer
+    if clusterer is not None:
+        raise ValueError(
+            f"clusterer={clusterer!r} is for split_signal='embedding'; "
+            f"split_signal={signal!r} brings its own clusterer "
+            f"(hemoe_sk.{SPLIT_SIGNALS[signal]})."
+        )
+    from .cluster import signals
+
+    return getattr(signals, SPLIT_SIGNALS[signal])()
+
+
 def _default_clusterer():
     from .cluster.dec import DECClusterer
 
@@ -80,6 +105,21 @@ class HierarchicalEmbeddingMoEClassifier(
         :class:`~hemoe_sk.DECClusterer` (hidden_dims=(64,), embedding_dim=8,
         pretrain_epochs=30). A clusterer with a ``pretrain`` method (DEC) is
         pretrained once per node and refined for each K.
+    split_signal : {"embedding", "confusion", "within-class", "balanced"}, \
+            default="embedding"
+        What the partition clusters (see :doc:`/signals`). ``"embedding"``:
+        ``clusterer`` on the node's embeddings, which collapse onto the
+        classes in a trained network, so clusters tend to be groups of
+        classes. ``"confusion"``: groups of classes the node confuses with
+        each other (spectral clustering of the symmetrised soft confusion
+        matrix of a softmax head on the embeddings), routed by the summed
+        class probabilities of each group, as in HD-CNN
+        (:class:`~hemoe_sk.ClassGroupClusterer`). ``"within-class"``:
+        sub-populations inside each class, grouped across classes
+        (:class:`~hemoe_sk.WithinClassClusterer`). ``"balanced"``: k-means
+        whose training clusters are equal in size, so that no expert starves
+        (:class:`~hemoe_sk.BalancedKMeans`). Only ``"embedding"`` takes a
+        ``clusterer``.
     n_clusters_grid : tuple of int, default=(2, 3, 4, 5)
         Candidate numbers of clusters at every node.
     cluster_param_grid : dict, list of dicts or None, default=None
@@ -237,6 +277,7 @@ class HierarchicalEmbeddingMoEClassifier(
     _parameter_constraints = {
         "embedder": "no_validation",
         "clusterer": [None, HasMethods(["fit", "predict"])],
+        "split_signal": [StrOptions(set(SPLIT_SIGNALS))],
         "n_clusters_grid": ["array-like"],
         "cluster_param_grid": [None, dict, list],
         "reducer": [None, HasMethods(["fit", "transform"])],
@@ -278,6 +319,7 @@ class HierarchicalEmbeddingMoEClassifier(
         embedder=None,
         *,
         clusterer=None,
+        split_signal="embedding",
         n_clusters_grid=(2, 3, 4, 5),
         cluster_param_grid=None,
         reducer=None,
@@ -310,6 +352,7 @@ class HierarchicalEmbeddingMoEClassifier(
     ):
         self.embedder = embedder
         self.clusterer = clusterer
+        self.split_signal = split_signal
         self.n_clusters_grid = n_clusters_grid
         self.cluster_param_grid = cluster_param_grid
         self.reducer = reducer
@@ -409,7 +452,7 @@ class HierarchicalEmbeddingMoEClassifier(
             if self.expert_max_epochs is None
             else int(self.expert_max_epochs)
         )
-        clusterer = _default_clusterer() if self.clusterer is None else self.clusterer
+        clusterer = _signal_clusterer(self.split_signal, self.clusterer)
         if "device" in clusterer.get_params() and self.clusterer is None:
             clusterer = clusterer.set_params(device=device)
 

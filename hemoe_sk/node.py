@@ -18,6 +18,7 @@ kept per node.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import numbers
 import warnings
@@ -288,6 +289,14 @@ class NodeContext:
         return SklearnExpert(estimator, self.n_classes)
 
 
+def _fit_takes_y(estimator):
+    try:
+        params = inspect.signature(estimator.fit).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
+    return "y" in params
+
+
 def _rows_key(positions):
     positions = np.asarray(positions)
     return (len(positions), hash(positions.tobytes()))
@@ -402,7 +411,12 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
             if pretrained is not None:
                 clusterer.fit(Z, autoencoder=pretrained)
             else:
-                clusterer.fit(Z)
+                # Labels reach clusterers that take them (class-group and
+                # within-class signals; scikit-learn's ignore ``y``).
+                if _fit_takes_y(clusterer):
+                    clusterer.fit(Z, ctx.y[ctx.rows[positions]])
+                else:
+                    clusterer.fit(Z)
             labels = hard_assign(clusterer, Z)
             k = self.n_clusters or getattr(clusterer, "n_clusters_", None)
             k = int(k) if k else int(labels.max()) + 1
