@@ -201,6 +201,47 @@ register_model(
     record=TREE_RECORD,
     quick=False,
 )
+#: One benchmark row per issue-12 mechanism: the default tree with one option
+#: changed (soft routing, the default).
+MECHANISMS = {
+    "tree-mcnemar": (dict(split_test="mcnemar"), "split kept by an exact McNemar test"),
+    "tree-head-search": (
+        dict(search_expert="head"),
+        "K scored with linear heads on frozen embeddings; full experts for the kept K",
+    ),
+    "tree-outside": (
+        dict(outside_share=0.2),
+        "experts also train on a random 20% of the node's other clusters",
+    ),
+    "tree-residual": (dict(expert="residual"), "residual experts (parent + correction)"),
+    "tree-lora": (dict(expert="lora"), "LoRA experts (rank 4) on the frozen parent"),
+    "tree-kl": (dict(expert_kl=1.0), "fine-tuned experts with a KL penalty to the parent"),
+    "tree-confusion": (
+        dict(split_signal="confusion"),
+        "class groups from the soft confusion matrix (HD-CNN)",
+    ),
+    "tree-within": (
+        dict(split_signal="within-class"),
+        "sub-populations within classes, grouped across classes",
+    ),
+    "tree-balanced": (dict(split_signal="balanced"), "balanced k-means clusters"),
+}
+
+
+def _mechanism(overrides):
+    return lambda ctx: hemoe(ctx, **overrides)
+
+
+for _name, (_overrides, _what) in MECHANISMS.items():
+    register_model(
+        _name,
+        _mechanism(_overrides),
+        group="hemoe_sk",
+        description=f"the default tree with {_overrides}: {_what}",
+        record=TREE_RECORD,
+        quick=False,
+    )
+
 register_model(
     "ctrl-epochs",
     lambda ctx: hemoe(

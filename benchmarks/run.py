@@ -141,8 +141,9 @@ def build_parser():
         "--models",
         type=_csv_list,
         metavar="A,B",
-        help=f"models to run (known: {', '.join(MODELS)}); `base` and "
-        "the models a control needs are added",
+        help=f"models to run (known: {', '.join(MODELS)}); `mechanisms` "
+        "stands for the default tree, tree-refine and one row per issue-12 "
+        "mechanism; `base` and the models a control needs are added",
     )
     p.add_argument(
         "--exclude-models",
@@ -591,9 +592,15 @@ def main(argv=None):
     if s["models"] == "quick":
         names = [m.name for m in MODELS.values() if m.quick]
     elif s["models"] is None:
-        names = list(MODELS)
+        # every model but the per-mechanism rows, which --models mechanisms asks for
+        names = [m for m in MODELS if m not in _models.MECHANISMS]
     else:
-        names = list(s["models"])
+        names = []
+        for n in s["models"]:
+            if n == "mechanisms":
+                names += ["tree-hard", "tree-soft", "tree-refine", *_models.MECHANISMS]
+            else:
+                names.append(n)
     names = [n for n in names if n not in set(args.exclude_models)]
     specs, added = _models.resolve(names)
     if added:
