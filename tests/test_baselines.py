@@ -82,7 +82,7 @@ def test_members_are_fine_tuned_copies_of_the_base(iris):
 def test_zero_finetune_epochs_is_the_base_network(iris):
     X, y = iris
     clf = tiny(n_estimators=2, finetune_epochs=0).fit(X, y)
-    from hemoe_sk.nn.nets import predict_proba
+    from hemoe_sk.nn.inference import predict_proba
 
     np.testing.assert_allclose(
         clf.predict_proba(X), predict_proba(clf.base_net_, X), rtol=1e-6
@@ -146,7 +146,7 @@ def test_clear_errors(iris):
         Xn = X.copy()
         Xn[0, 0] = np.nan
         tiny().fit(Xn, y)
-    with pytest.raises(ValueError, match="one class"):
+    with pytest.raises(ValueError, match="1 class"):
         tiny().fit(X, np.zeros(len(X)))
     clf = tiny().fit(X, y)
     with pytest.raises(ValueError, match="features"):

@@ -29,7 +29,7 @@ from hemoe_sk import HierarchicalEmbeddingMoEClassifier
 from hemoe_sk.cluster import DECClusterer
 from hemoe_sk.cluster import dec as dec_module
 from hemoe_sk.node import ConstantExpert, NodeExpertsClassifier
-from hemoe_sk.nn.nets import DivergenceError
+from hemoe_sk.nn.training import DivergenceError
 
 try:
     from hemoe_sk.moe import MixtureOfExpertsClassifier
@@ -583,26 +583,29 @@ def test_dec_pretraining_divergence_names_the_stage():
 
 
 def test_dec_refinement_nan_is_retried_then_an_error(monkeypatch):
-    original = dec_module._log_soft_assign_torch
+    original = dec_module.student_t_log_assign
     calls = []
 
     def nan_once(z, centers, alpha):
-        calls.append(1)
         out = original(z, centers, alpha)
+        if not isinstance(z, torch.Tensor):  # the target update, not the loss
+            return out
+        calls.append(1)
         return out * float("nan") if len(calls) == 1 else out
 
-    monkeypatch.setattr(dec_module, "_log_soft_assign_torch", nan_once)
+    monkeypatch.setattr(dec_module, "student_t_log_assign", nan_once)
     with pytest.warns(
         RuntimeWarning,
-        match="DECClusterer refinement: the loss became NaN.*retrying once",
+        match="DECClusterer refinement: the training loss became NaN.*retrying once",
     ):
         est = dec().fit(X)
     assert np.all(np.isfinite(est.transform(X)))
 
     monkeypatch.setattr(
         dec_module,
-        "_log_soft_assign_torch",
-        lambda z, c, a: original(z, c, a) * float("nan"),
+        "student_t_log_assign",
+        lambda z, c, a: original(z, c, a)
+        * (float("nan") if isinstance(z, torch.Tensor) else 1.0),
     )
     with pytest.raises(
         DivergenceError, match="DECClusterer refinement: .*10x lower learning rate"
