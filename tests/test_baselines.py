@@ -11,7 +11,6 @@ from sklearn.datasets import load_digits, load_iris
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from hemoe_sk.baselines import FineTunedEnsembleClassifier
 from hemoe_sk.nn.modules import MLPEmbedder
@@ -32,11 +31,6 @@ def tiny(**params):
     )
     defaults.update(params)
     return FineTunedEnsembleClassifier(**defaults)
-
-
-@parametrize_with_checks([tiny()])
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 @pytest.fixture(scope="module")

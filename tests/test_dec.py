@@ -16,7 +16,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from hemoe_sk.cluster import DECClusterer
 from hemoe_sk.cluster import _autoencoder
@@ -54,11 +53,6 @@ def clustering_accuracy(y_true, y_pred):
 def blobs():
     X, y = make_blobs(n_samples=120, centers=3, n_features=5, random_state=0)
     return MinMaxScaler().fit_transform(X).astype(np.float64), y
-
-
-@parametrize_with_checks([tiny()])
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 def test_clustering_attributes_and_shapes(blobs):
