@@ -1,7 +1,7 @@
 """hemoe_sk: hierarchical, embedding-routed mixtures of experts for scikit-learn."""
 
-from .classifier import HierarchicalEmbeddingMoEClassifier
 from .baselines import FineTunedEnsembleClassifier
+from .classifier import HierarchicalEmbeddingMoEClassifier
 from .cluster import DECClusterer, MixtureOfAutoencodersClusterer, NeighborVoteRouter
 from .moe import MixtureOfExpertsClassifier
 from .persistence import describe, load, save

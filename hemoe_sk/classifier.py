@@ -14,10 +14,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from .base import encode_labels, keep_state_on_error
-from .node import NetExpert, NodeContext, overlap_positions, search_node
 from .nn.build import EmbedderParamsMixin, build_embedder_net
 from .nn.inference import embed
 from .nn.training import RowSubset, resolve_device, seed_source, torch_seed, train_net
+from .node import NetExpert, NodeContext, overlap_positions, search_node
 from .tree import HierarchyTree, Node
 
 __all__ = ["HierarchicalEmbeddingMoEClassifier"]

@@ -27,18 +27,18 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.cluster import KMeans
 from sklearn.model_selection import (
-    ParameterGrid,
     GridSearchCV,
     KFold,
+    ParameterGrid,
     ShuffleSplit,
     StratifiedKFold,
     StratifiedShuffleSplit,
 )
 
 from .cluster.routing import hard_assign, soft_assign
-from .nn.modules import LinearHead
 from .nn.build import make_classifier_net
 from .nn.inference import predict_proba
+from .nn.modules import LinearHead
 from .nn.training import RowSubset, train_net
 
 __all__ = ["NodeContext", "NodeExpertsClassifier", "search_node"]

@@ -17,9 +17,9 @@ from sklearn.preprocessing import StandardScaler
 from skorch import NeuralNetClassifier
 
 from hemoe_sk import HierarchicalEmbeddingMoEClassifier
-from hemoe_sk.node import ConstantExpert
 from hemoe_sk.nn import ConvEmbedder, MLPEmbedder
 from hemoe_sk.nn.inference import predict_proba as net_proba
+from hemoe_sk.node import ConstantExpert
 
 SMALL = dict(
     max_epochs=12,

@@ -17,8 +17,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
-from hemoe_sk.cluster import DECClusterer
-from hemoe_sk.cluster import _autoencoder
+from hemoe_sk.cluster import DECClusterer, _autoencoder
 from hemoe_sk.cluster import dec as dec_module
 from hemoe_sk.cluster._autoencoder import _ArrayBatches
 

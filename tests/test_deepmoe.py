@@ -9,8 +9,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from hemoe_sk.nn.deepmoe import DeepMoEEmbedder, gate_sparsity
 from hemoe_sk.nn.build import make_classifier_net
+from hemoe_sk.nn.deepmoe import DeepMoEEmbedder, gate_sparsity
 from hemoe_sk.nn.inference import embed, predict_proba
 from hemoe_sk.nn.training import train_net
 

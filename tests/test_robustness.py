@@ -26,14 +26,13 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+from hemoe_sk.baselines import FineTunedEnsembleClassifier
 from hemoe_sk.cluster import DECClusterer
 from hemoe_sk.cluster import dec as dec_module
-from hemoe_sk.node import ConstantExpert, NodeExpertsClassifier
-from hemoe_sk.nn.training import DivergenceError
-
-from hemoe_sk.baselines import FineTunedEnsembleClassifier
 from hemoe_sk.cluster.mixae import MixtureOfAutoencodersClusterer
 from hemoe_sk.moe import MixtureOfExpertsClassifier
+from hemoe_sk.nn.training import DivergenceError
+from hemoe_sk.node import ConstantExpert, NodeExpertsClassifier
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -233,8 +233,8 @@ class DECClusterer(
     >>> from hemoe_sk.cluster import DECClusterer
     >>> X, _ = load_digits(return_X_y=True)
     >>> X = X[:300] / 16.0
-    >>> dec = DECClusterer(n_clusters=10, pretrain_epochs=50, max_iter=100,
-    ...                    random_state=0).fit(X)
+    >>> dec = DECClusterer(n_clusters=10, hidden_dims=(32,), pretrain_epochs=20,
+    ...                    max_iter=50, random_state=0).fit(X)
     >>> dec.labels_.shape
     (300,)
     >>> proba = dec.predict_proba(X[:2])
