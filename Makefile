@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hemoe_sk-installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test bench docs clean
+.PHONY: install demo lint test bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ install: $(STAMP)
 demo: install
 	$(BIN)/hemoe-sk demo
 
-test: install
+lint: install
+	$(BIN)/python -m ruff check hemoe_sk tests examples
+
+# Lint, then the tests and the package's doctests (setup.cfg: testpaths,
+# --doctest-modules).
+test: lint
 	# One torch thread per pytest worker: -n 2 workers already fill 2 cores.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 

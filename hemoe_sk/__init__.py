@@ -1,10 +1,8 @@
 """hemoe_sk: hierarchical, embedding-routed mixtures of experts for scikit-learn."""
 
-from .classifier import HierarchicalEmbeddingMoEClassifier
 from .baselines import FineTunedEnsembleClassifier
+from .classifier import HierarchicalEmbeddingMoEClassifier
 from .cluster import DECClusterer, MixtureOfAutoencodersClusterer, NeighborVoteRouter
-from .moe import MixtureOfExpertsClassifier
-from .persistence import describe, load, save
 from .inspection import (
     AttributionDisplay,
     RoutingDisplay,
@@ -15,6 +13,8 @@ from .inspection import (
     route_attributions,
     routing_module,
 )
+from .moe import MixtureOfExpertsClassifier
+from .persistence import describe, load, save
 
 __version__ = "0.1.0"
 

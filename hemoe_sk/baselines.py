@@ -23,42 +23,28 @@ classifier with ``max_depth=0`` and a larger ``max_epochs``.)
 from __future__ import annotations
 
 import copy
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
-from skorch import NeuralNet
 
-from .nn.nets import (
-    EmbedderParamsMixin,
-    build_embedder_net,
-    encode_labels,
+from .base import (
+    EMBEDDER_CONSTRAINT,
+    BaseNetEstimator,
+    NetClassifierMixin,
     keep_state_on_error,
-    predict_proba,
-    resolve_device,
-    train_net,
 )
+from .nn.build import EmbedderParamsMixin, build_embedder_net
+from .nn.inference import predict_proba
 
 __all__ = ["FineTunedEnsembleClassifier"]
 
 
-
-def _seed_source(random_state):
-    """A RandomState to draw seeds from that never advances numpy's global one.
-
-    ``random_state=None`` draws fresh OS entropy instead of using the global
-    RNG, so fitting leaves ``np.random``'s state untouched.
-    """
-    if random_state is None:
-        entropy = np.random.SeedSequence().generate_state(1)[0]
-        return np.random.RandomState(int(entropy))
-    return check_random_state(random_state)
-
-
-class FineTunedEnsembleClassifier(EmbedderParamsMixin, ClassifierMixin, BaseEstimator):
+class FineTunedEnsembleClassifier(
+    EmbedderParamsMixin, ClassifierMixin, NetClassifierMixin, BaseNetEstimator
+):
     """Base network plus an ensemble of fine-tuned copies (equal-compute control).
 
     Fitting trains the base network (the same network, built from the same
@@ -147,16 +133,10 @@ class FineTunedEnsembleClassifier(EmbedderParamsMixin, ClassifierMixin, BaseEsti
     """
 
     _parameter_constraints: dict = {
-        "embedder": [None, type, NeuralNet],
+        **BaseNetEstimator._parameter_constraints,
+        **EMBEDDER_CONSTRAINT,
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
         "finetune_epochs": [Interval(Integral, 0, None, closed="left"), None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [type, callable],
-        "device": [str, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -189,12 +169,6 @@ class FineTunedEnsembleClassifier(EmbedderParamsMixin, ClassifierMixin, BaseEsti
         # rejects any that does not start with "embedder__".
         self._embedder_kwargs = dict(embedder_params)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = False
-        return tags
-
     # ------------------------------------------------------------------
     def _log(self, message):
         if self.verbose:
@@ -218,45 +192,32 @@ class FineTunedEnsembleClassifier(EmbedderParamsMixin, ClassifierMixin, BaseEsti
             The fitted estimator.
         """
         embedder_params = self._module_params()
-        X, y = validate_data(self, X, y, dtype=np.float32)
-        classes, y_enc = encode_labels(y)
-        if len(classes) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes; "
-                f"y has only one class: {classes[0]!r}."
-            )
+        X, y_enc, classes = self._validate_training_data(X, y)
         X = np.ascontiguousarray(X)
-        y_enc = y_enc.astype(np.int64)
         finetune_epochs = (
             self.max_epochs if self.finetune_epochs is None else self.finetune_epochs
         )
-        seeds = _seed_source(self.random_state).randint(
-            np.iinfo(np.int32).max, size=self.n_estimators + 1
-        )
+        seeds = self._draw_seeds(self.n_estimators + 1)
         net = build_embedder_net(
             self.embedder,
             n_features=X.shape[1],
             n_classes=len(classes),
             embedder_params=embedder_params,
-            max_epochs=self.max_epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            device=resolve_device(self.device),
+            **self._net_params(),
         )
-        train_net(net, X, y_enc, seed=int(seeds[0]), stage="ensemble base network")
+        self._train(net, X, y_enc, seed=seeds[0], stage="base network")
         self._log(f"base network trained ({net.max_epochs} epochs)")
 
         members = []
         for i, seed in enumerate(seeds[1:]):
             member = copy.deepcopy(net)
             if finetune_epochs > 0:
-                train_net(
+                self._train(
                     member,
                     X,
                     y_enc,
-                    seed=int(seed),
-                    stage=f"ensemble member {i}",
+                    seed=seed,
+                    stage=f"member {i}",
                     partial=True,
                     max_epochs=finetune_epochs,
                 )
@@ -284,26 +245,9 @@ class FineTunedEnsembleClassifier(EmbedderParamsMixin, ClassifierMixin, BaseEsti
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``; rows sum to one.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        X = np.ascontiguousarray(X)
+        X = np.ascontiguousarray(self._validate_X(X))
         proba = np.zeros((X.shape[0], len(self.classes_)))
         for member in self.estimators_:
             proba += predict_proba(member, X)
         proba /= len(self.estimators_)
         return proba
-
-    def predict(self, X):
-        """Class with the highest averaged probability.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,)
-            Labels from ``classes_``.
-        """
-        proba = self.predict_proba(X)
-        return self.classes_.take(np.argmax(proba, axis=1))

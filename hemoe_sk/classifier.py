@@ -8,25 +8,23 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from .base import (
+    EMBEDDER_CONSTRAINT,
+    N_JOBS_CONSTRAINT,
+    BaseNetEstimator,
+    NetClassifierMixin,
+    keep_state_on_error,
+)
+from .nn.build import EmbedderParamsMixin, build_embedder_net
+from .nn.inference import embed
+from .nn.training import RowSubset, seed_source, torch_seed, train_net
 from .node import SPLIT_TESTS, NetExpert, NodeContext, node_splits, search_node
 from .refine import refine_tree
-from .nn.nets import (
-    EmbedderParamsMixin,
-    RowSubset,
-    build_embedder_net,
-    embed,
-    encode_labels,
-    keep_state_on_error,
-    resolve_device,
-    seed_source,
-    torch_seed,
-    train_net,
-)
 from .tree import HierarchyTree, Node
 
 __all__ = ["HierarchicalEmbeddingMoEClassifier"]
@@ -71,7 +69,7 @@ def _default_clusterer():
 
 
 class HierarchicalEmbeddingMoEClassifier(
-    EmbedderParamsMixin, ClassifierMixin, BaseEstimator
+    EmbedderParamsMixin, ClassifierMixin, NetClassifierMixin, BaseNetEstimator
 ):
     """Tree of specialists grown by clustering a network's embeddings.
 
@@ -275,7 +273,9 @@ class HierarchicalEmbeddingMoEClassifier(
     """
 
     _parameter_constraints = {
-        "embedder": "no_validation",
+        **BaseNetEstimator._parameter_constraints,
+        **EMBEDDER_CONSTRAINT,
+        **N_JOBS_CONSTRAINT,
         "clusterer": [None, HasMethods(["fit", "predict"])],
         "split_signal": [StrOptions(set(SPLIT_SIGNALS))],
         "n_clusters_grid": ["array-like"],
@@ -303,15 +303,7 @@ class HierarchicalEmbeddingMoEClassifier(
             StrOptions({"finetune", "head"}),
             HasMethods(["fit", "predict_proba"]),
         ],
-        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "expert_max_epochs": [None, Interval(numbers.Integral, 1, None, closed="left")],
-        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "optimizer": [callable],
-        "device": [str, None],
-        "n_jobs": [None, numbers.Integral],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -411,19 +403,7 @@ class HierarchicalEmbeddingMoEClassifier(
         self
         """
         module_params = self._module_params()
-        X, y = validate_data(self, X, y, dtype=np.float32)
-        if len(X) < 2:
-            raise ValueError(
-                f"HierarchicalEmbeddingMoEClassifier needs at least 2 samples; got "
-                f"n_samples = {len(X)}."
-            )
-        classes, y_enc = encode_labels(y)
-        if len(classes) < 2:
-            raise ValueError(
-                "HierarchicalEmbeddingMoEClassifier needs samples of at least 2 "
-                f"classes; got one class only ({classes[0]!r})."
-            )
-        y_enc = y_enc.astype(np.int64)
+        X, y_enc, classes = self._validate_training_data(X, y)
         n_classes = len(classes)
         grid = [int(k) for k in np.ravel(self.n_clusters_grid)]
         if not grid or min(grid) < 2:
@@ -446,7 +426,8 @@ class HierarchicalEmbeddingMoEClassifier(
             )
 
         rng = seed_source(self.random_state)
-        device = resolve_device(self.device)
+        net_params = self._net_params()
+        device = net_params["device"]
         expert_epochs = (
             max(1, self.max_epochs // 4)
             if self.expert_max_epochs is None
@@ -461,11 +442,7 @@ class HierarchicalEmbeddingMoEClassifier(
             n_features=X.shape[1],
             n_classes=n_classes,
             embedder_params=module_params,
-            max_epochs=self.max_epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            device=device,
+            **net_params,
         )
         try:
             with torch_seed(0):
@@ -739,10 +716,6 @@ class HierarchicalEmbeddingMoEClassifier(
         return float(np.mean(proba.argmax(axis=1) == y_enc[rows]))
 
     # -- predict -------------------------------------------------------------
-    def _validate_X(self, X):
-        check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=np.float32)
-
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.
 
@@ -756,16 +729,6 @@ class HierarchicalEmbeddingMoEClassifier(
         """
         X = self._validate_X(X)
         return self.tree_.predict_proba(X, routing=self.routing)
-
-    def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
-
-    def predict(self, X):
-        """Most probable class of every sample."""
-        proba = self.predict_proba(X)
-        return self.classes_.take(proba.argmax(axis=1))
 
     def apply(self, X):
         """Id of the leaf every sample reaches under hard routing."""

@@ -40,7 +40,8 @@ from torch import nn
 from .classifier import HierarchicalEmbeddingMoEClassifier
 from .cluster.torch_routing import router_scores
 from .moe import MixtureOfExpertsClassifier
-from .nn.nets import _embedding_fn, _module_of, embed
+from .nn.inference import _embedding_fn, embed
+from .nn.inference import module_of as _module_of
 
 __all__ = [
     "AttributionDisplay",

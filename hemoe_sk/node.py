@@ -10,7 +10,7 @@ Data never travels through the search as a matrix. The search sees a column
 of row *positions* into the node; the node's rows of ``X``, its embeddings and
 its network live once in a :class:`NodeContext` that every clone of the node
 estimator shares (``copy.deepcopy`` of a context returns the context itself).
-Experts train on :class:`~hemoe_sk.nn.nets.RowSubset` views, so however many
+Experts train on :class:`~hemoe_sk.nn.training.RowSubset` views, so however many
 candidates and experts there are, ``X`` exists once and only embeddings are
 kept per node.
 """
@@ -28,22 +28,19 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.cluster import KMeans
 from sklearn.model_selection import (
-    ParameterGrid,
     GridSearchCV,
     KFold,
+    ParameterGrid,
     ShuffleSplit,
     StratifiedKFold,
     StratifiedShuffleSplit,
 )
 
 from .cluster.routing import hard_assign, soft_assign
+from .nn.build import make_classifier_net
+from .nn.inference import predict_proba
 from .nn.modules import LinearHead
-from .nn.nets import (
-    RowSubset,
-    make_classifier_net,
-    predict_proba,
-    train_net,
-)
+from .nn.training import RowSubset, train_net
 
 __all__ = [
     "NodeContext",

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from .cluster.torch_routing import router_scores
-from .nn.nets import _embedding_fn, torch_seed
+from .nn.inference import _embedding_fn
+from .nn.training import torch_seed
 
 __all__ = ["refine_tree", "torch_router"]
 

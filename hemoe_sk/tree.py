@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from .nn.nets import embed
+from .nn.inference import embed
 
 __all__ = ["HierarchyTree", "Node"]
 

@@ -17,9 +17,9 @@ from sklearn.preprocessing import StandardScaler
 from skorch import NeuralNetClassifier
 
 from hemoe_sk import HierarchicalEmbeddingMoEClassifier
-from hemoe_sk.node import ConstantExpert
 from hemoe_sk.nn import ConvEmbedder, MLPEmbedder
-from hemoe_sk.nn.nets import predict_proba as net_proba
+from hemoe_sk.nn.inference import predict_proba as net_proba
+from hemoe_sk.node import ConstantExpert
 
 SMALL = dict(
     max_epochs=12,
@@ -49,8 +49,8 @@ def fitted(digits):
 def test_accuracy_floor_on_digits(fitted, digits):
     _, X_test, _, y_test = digits
     assert fitted.score(X_test, y_test) >= 0.93
-    assert fitted.n_leaves_ >= 1
-    assert fitted.depth_ <= 1
+    assert fitted.n_leaves_ == sum(node.is_leaf for node in fitted.tree_.nodes)
+    assert fitted.depth_ == max(node.depth for node in fitted.tree_.nodes) <= 1
 
 
 def test_max_depth_zero_is_the_base_network(digits):
@@ -78,18 +78,21 @@ def test_probabilities_follow_classes(fitted, digits):
         fitted.set_params(routing="soft")
 
 
-def test_apply_and_decision_path_agree(fitted, digits):
-    _, X_test, _, _ = digits
-    leaves = fitted.apply(X_test)
-    path = fitted.decision_path(X_test)
-    assert path.shape == (len(X_test), fitted.tree_.node_count)
+def test_apply_and_decision_path_agree(split_tree, subpopulations):
+    X, _ = subpopulations
+    leaves = split_tree.apply(X)
+    path = split_tree.decision_path(X)
+    assert path.shape == (len(X), split_tree.tree_.node_count)
     assert path.format == "csr"
     assert np.all(path[:, 0].toarray() == 1)
-    assert np.all(path[np.arange(len(X_test)), leaves] == 1)
-    assert set(leaves) <= set(fitted.tree_.leaves)
+    assert np.all(path[np.arange(len(X)), leaves] == 1)
+    # The tree has split: samples reach different leaves, never the root.
+    assert set(leaves) == set(split_tree.tree_.leaves)
+    assert 0 not in set(leaves)
     # every sample visits exactly depth(leaf) + 1 nodes
-    depth = np.array([fitted.tree_.nodes[i].depth for i in leaves])
+    depth = np.array([split_tree.tree_.nodes[i].depth for i in leaves])
     assert_array_equal(np.asarray(path.sum(axis=1)).ravel(), depth + 1)
+
 
 
 def test_export_text_shows_search(fitted):
@@ -202,7 +205,7 @@ def test_bad_embedder_params_are_clear(digits):
     clf = HierarchicalEmbeddingMoEClassifier(embedder__nonsense=3, **SMALL)
     with pytest.raises(TypeError, match="embedder__"):
         clf.fit(X_train, y_train)
-    with pytest.raises(TypeError, match="embedder must be"):
+    with pytest.raises(TypeError, match="embedder.*must be"):
         HierarchicalEmbeddingMoEClassifier(embedder=MLPEmbedder(4, 2)).fit(
             X_train, y_train
         )

@@ -9,8 +9,10 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from hemoe_sk.nn.build import make_classifier_net
 from hemoe_sk.nn.deepmoe import DeepMoEEmbedder, gate_sparsity
-from hemoe_sk.nn.nets import embed, make_classifier_net, predict_proba, train_net
+from hemoe_sk.nn.inference import embed, predict_proba
+from hemoe_sk.nn.training import train_net
 
 
 @pytest.fixture(scope="module")

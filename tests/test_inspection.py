@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import hemoe_sk  # noqa: E402
+import hemoe_sk.node as node_module
 from hemoe_sk import (  # noqa: E402
     DECClusterer,
     HierarchicalEmbeddingMoEClassifier,
@@ -42,10 +43,9 @@ from hemoe_sk.inspection import (  # noqa: E402
     route_attributions,
     routing_module,
 )
-import hemoe_sk.node as node_module
-from hemoe_sk.node import NodeExpertsClassifier, Router  # noqa: E402
 from hemoe_sk.nn import ConvEmbedder, DeepMoEEmbedder  # noqa: E402
 from hemoe_sk.nn.nets import build_embedder_net, embed, torch_seed  # noqa: E402
+from hemoe_sk.node import NodeExpertsClassifier, Router  # noqa: E402
 
 needs_captum = pytest.mark.skipif(
     importlib.util.find_spec("captum") is None,

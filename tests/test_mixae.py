@@ -15,7 +15,6 @@ from sklearn.datasets import load_digits, make_blobs
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.preprocessing import MinMaxScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from hemoe_sk.cluster import _autoencoder
 from hemoe_sk.cluster import mixae as mixae_module
@@ -54,16 +53,6 @@ def clustering_accuracy(y_true, y_pred):
 def blobs():
     X, y = make_blobs(n_samples=150, centers=3, n_features=8, random_state=0)
     return MinMaxScaler().fit_transform(X), y
-
-
-# Every check passes with the tiny configuration. Empty clusters can occur on
-# the checks' tiny data sets: they are reported by a ConvergenceWarning, which
-# the checks tolerate.
-@parametrize_with_checks([tiny()])
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
 
 
 def test_attributes_shapes_and_consistency(blobs):

@@ -11,11 +11,8 @@ import torch
 from sklearn.datasets import load_digits, make_classification
 from sklearn.model_selection import train_test_split
 
-from hemoe_sk.moe import (
-    MixtureOfExpertsClassifier,
-    MixtureOfExpertsModule,
-    class_expert_map,
-)
+from hemoe_sk.moe import MixtureOfExpertsClassifier
+from hemoe_sk.nn.moe import MixtureOfExpertsModule, class_expert_map
 
 GATINGS = ["soft", "topk", "guided"]
 

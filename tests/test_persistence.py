@@ -24,9 +24,9 @@ from skorch import NeuralNet
 from skorch.exceptions import DeviceWarning
 from torch import nn
 
+import hemoe_sk.node as node_module
 from hemoe_sk import HierarchicalEmbeddingMoEClassifier
 from hemoe_sk.cluster import DECClusterer
-import hemoe_sk.node as node_module
 from hemoe_sk.node import NodeExpertsClassifier
 from hemoe_sk.persistence import (
     ModelFileError,

@@ -21,7 +21,6 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from hemoe_sk.cluster.routing import (
     NeighborVoteRouter,
@@ -44,36 +43,6 @@ def blobs():
 def digits_pca():
     X, y = load_digits(return_X_y=True)
     return PCA(n_components=10, random_state=0).fit_transform(X / 16.0), y
-
-
-# ---------------------------------------------------------------- sklearn checks
-
-# Every check passes for these configurations; the mapping stays so that an
-# expected failure, when one appears, is written down with its reason.
-EXPECTED_FAILED_CHECKS = {}
-
-
-def _expected_failed_checks(estimator):
-    inner = estimator.clusterer
-    return EXPECTED_FAILED_CHECKS.get(type(inner).__name__, {}) if inner else {}
-
-
-@parametrize_with_checks(
-    [
-        NeighborVoteRouter(),
-        NeighborVoteRouter(KMeans(n_init=2), n_neighbors=5, weights="distance"),
-        NeighborVoteRouter(HDBSCAN(min_cluster_size=5, copy=True)),
-    ],
-    expected_failed_checks=_expected_failed_checks,
-)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        # check_clustering sets n_clusters=3, which HDBSCAN ignores (warned);
-        # on the checks' tiny data sets HDBSCAN may call every point noise
-        # (one cluster, warned too).
-        warnings.filterwarnings("ignore", message=".*n_clusters=.* was ignored")
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
 
 
 # ---------------------------------------------------------------- routing

@@ -10,28 +10,29 @@ and encode in batches. :class:`AutoencoderClustererMixin` holds that once.
 from __future__ import annotations
 
 import copy
-import numbers
+import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import _fit_context
-from sklearn.utils.validation import validate_data
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet, NeuralNetRegressor
 from skorch.callbacks import Callback
 from torch import nn
 
+from ..base import check_layer_sizes, keep_state_on_error
+from ..nn.inference import EVAL_BATCH_SIZE, batched
 from ..nn.modules import AutoEncoder
-from ..nn.nets import (
-    EVAL_BATCH_SIZE,
+from ..nn.training import (
+    MAX_SEED,
     FiniteLossGuard,
-    _batched,
-    keep_state_on_error,
     resolve_device,
     seed_source,
     train_net,
 )
-
-_MAX_SEED = np.iinfo(np.int32).max
 
 
 class _EpochProgress(Callback):
@@ -74,7 +75,7 @@ class _ArrayBatches:
     ``iterator_train``: torch's loader fetches and stacks one row at a time,
     which costs more than the small autoencoder's forward and backward pass.
     Batches are slices of the tensors (no copy of ``X``); the order comes
-    from torch's global generator, which :func:`~hemoe_sk.nn.nets.torch_seed`
+    from torch's global generator, which :func:`~hemoe_sk.nn.training.torch_seed`
     seeds. Data it cannot slice (a user ``Dataset``) goes to a ``DataLoader``.
     """
 
@@ -116,17 +117,36 @@ class _ArrayBatches:
 
 
 class AutoencoderClustererMixin:
-    """Autoencoder plumbing of a clusterer with ``hidden_dims``,
-    ``embedding_dim``, ``pretrain_epochs``, ``batch_size``, ``lr``,
-    ``random_state`` and ``verbose`` parameters.
+    """Autoencoder plumbing of a clusterer with ``n_clusters``,
+    ``hidden_dims``, ``embedding_dim``, ``pretrain_epochs``, ``tol``,
+    ``batch_size``, ``lr``, ``n_init``, ``device``, ``random_state`` and
+    ``verbose`` parameters (constrained by :attr:`_shared_constraints`).
 
     The class sets ``_progress_desc`` (shown by the tqdm bar) and
-    ``_clustering_attributes`` (what :meth:`pretrain` forgets), and may
-    override :meth:`_embedding_dim`.
+    ``_clustering_attributes`` (what :meth:`pretrain` forgets; the first is
+    what marks it fitted), implements ``_soft_assign(X)`` (soft assignments of
+    validated ``X``) and ``transform`` (returning ``self._predict_q(X)``:
+    scikit-learn's ``set_output`` wraps only a ``transform`` the class itself
+    defines), and may override :meth:`_embedding_dim`. The mixin gives
+    ``predict_proba``, ``predict`` and ``fit_predict``.
     """
 
     _progress_desc = "pretraining"
     _clustering_attributes = ()
+
+    #: Constraints of the parameters both clusterers have.
+    _shared_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "hidden_dims": [tuple, list],
+        "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
+        "tol": [Interval(Real, 0, 1, closed="both")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
 
     @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=True)
@@ -171,17 +191,43 @@ class AutoencoderClustererMixin:
         ``fit(autoencoder=...)`` on a clone uses the same seeds as ``fit``.
         """
         rng = seed_source(self.random_state)
-        return [int(s) for s in rng.randint(0, _MAX_SEED, size=3)]
+        return [int(s) for s in rng.randint(0, MAX_SEED, size=3)]
 
-    @staticmethod
-    def _check_dims(value, name):
-        dims = tuple(value)
-        if not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
-            for d in dims
-        ):
-            raise ValueError(f"{name} must be a tuple of positive ints; got {value!r}.")
-        return tuple(int(d) for d in dims)
+    def _start_fit(self, X, autoencoder):
+        """What ``fit`` does first: validate ``X``, resolve the device, draw
+        the seeds, pretrain (or adopt ``autoencoder``).
+
+        Returns ``(X, device, seeds, net, pretrain_loss)``; ``pretrain_loss``
+        is empty for an adopted autoencoder.
+        """
+        X = self._validate_X(X, reset=True)
+        if X.shape[0] < self.n_clusters:
+            raise ValueError(
+                f"n_samples={X.shape[0]} should be >= n_clusters="
+                f"{self.n_clusters}: {type(self).__name__} cannot make more "
+                "clusters than there are samples."
+            )
+        device = resolve_device(self.device)
+        seeds = self._seeds()
+        if autoencoder is None:
+            net = self._pretrain(X, seeds[0], device)
+            pretrain_loss = [float(v) for v in net.history[:, "train_loss"]]
+        else:
+            net = self._adopt_autoencoder(autoencoder, X.shape[1], device)
+            pretrain_loss = []
+        return X, device, seeds, net, pretrain_loss
+
+    def _warn_empty_clusters(self, why):
+        """ConvergenceWarning when some of the ``n_clusters`` got no sample."""
+        n_empty = self.n_clusters - np.unique(self.labels_).size
+        if n_empty:
+            warnings.warn(
+                f"{type(self).__name__}: {n_empty} of the {self.n_clusters} "
+                f"clusters {why}. Their soft assignments stay defined; consider "
+                "a smaller n_clusters.",
+                ConvergenceWarning,
+                stacklevel=5,  # here, fit, fit's two decorators, then the caller
+            )
 
     def _embedding_dim(self, n_features):
         return int(self.embedding_dim)
@@ -193,7 +239,7 @@ class AutoencoderClustererMixin:
         return NeuralNetRegressor(
             AutoEncoder,
             module__n_features=int(n_features),
-            module__hidden_dims=self._check_dims(self.hidden_dims, "hidden_dims"),
+            module__hidden_dims=check_layer_sizes(self.hidden_dims, "hidden_dims"),
             module__embedding_dim=self._embedding_dim(n_features),
             criterion=nn.MSELoss,
             optimizer=torch.optim.Adam,
@@ -251,5 +297,72 @@ class AutoencoderClustererMixin:
     @staticmethod
     def _encode(module, X):
         """Codes of validated ``X`` under ``module``, in batches (float32)."""
-        Z = _batched(module, module.encode, X, EVAL_BATCH_SIZE)
+        Z = batched(module, module.encode, X, EVAL_BATCH_SIZE)
         return Z.reshape(len(X), -1)
+
+    # ------------------------------------------------------------ inference
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, self._clustering_attributes[0])
+
+    def _predict_q(self, X):
+        """Soft assignments of new ``X`` as a numpy array (``set_output``
+        wraps only ``transform``, so ``predict`` and ``predict_proba`` stay
+        arrays)."""
+        check_is_fitted(self)
+        return self._soft_assign(self._validate_X(X, reset=False))
+
+    def predict_proba(self, X):
+        """Soft cluster assignments, as :meth:`transform` returns them.
+
+        Named like :meth:`sklearn.mixture.GaussianMixture.predict_proba`, for
+        soft routing.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data to assign.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_clusters)
+            Soft assignment of each sample to each cluster; rows sum to one.
+        """
+        return self._predict_q(X)
+
+    def predict(self, X):
+        """Cluster of each sample (the largest soft assignment).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data to assign.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), dtype=int64
+            Cluster index of each sample.
+        """
+        return self._predict_q(X).argmax(axis=1).astype(np.int64)
+
+    def fit_predict(self, X, y=None, *, autoencoder=None):
+        """Fit, then return the cluster of each training sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        autoencoder : skorch.NeuralNet, default=None
+            A fitted autoencoder net to start from instead of pretraining, as
+            in :meth:`fit`.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), dtype=int64
+            Cluster index of each training sample (:attr:`labels_`).
+        """
+        return self.fit(X, autoencoder=autoencoder).labels_

@@ -35,36 +35,13 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from ..nn.nets import (
-    DivergenceError,
-    check_finite_outputs,
-    keep_state_on_error,
-    resolve_device,
-    torch_seed,
-)
-
+from ..base import keep_state_on_error
+from ..nn.inference import check_finite_outputs
+from ..nn.training import DivergenceError, retry_on_divergence, torch_seed
 from ._autoencoder import AutoencoderClustererMixin
+from .kernels import student_t_assign, student_t_log_assign
 
 __all__ = ["DECClusterer"]
-
-def _log_soft_assign_np(Z, centers, alpha):
-    """Log of the Student-t soft assignments, computed stably in float64."""
-    Z = np.asarray(Z, dtype=np.float64)
-    centers = np.asarray(centers, dtype=np.float64)
-    d2 = (
-        (Z * Z).sum(axis=1)[:, None]
-        - 2.0 * Z @ centers.T
-        + (centers * centers).sum(axis=1)[None, :]
-    )
-    np.maximum(d2, 0.0, out=d2)
-    return log_softmax(-(alpha + 1.0) / 2.0 * np.log1p(d2 / alpha), axis=1)
-
-
-def _soft_assign_np(Z, centers, alpha):
-    """Student-t soft assignments q (rows sum to one), float64."""
-    q = np.exp(_log_soft_assign_np(Z, centers, alpha))
-    q /= q.sum(axis=1, keepdims=True)
-    return q
 
 
 def _target_distribution(log_q):
@@ -72,12 +49,6 @@ def _target_distribution(log_q):
     log_f = logsumexp(log_q, axis=0)
     p = np.exp(log_softmax(2.0 * log_q - log_f[None, :], axis=1))
     return p / p.sum(axis=1, keepdims=True)
-
-
-def _log_soft_assign_torch(z, centers, alpha):
-    """Log of the Student-t soft assignments of a batch (differentiable)."""
-    d2 = (z[:, None, :] - centers[None, :, :]).pow(2).sum(dim=2)
-    return torch.log_softmax(-(alpha + 1.0) / 2.0 * torch.log1p(d2 / alpha), dim=1)
 
 
 def _reseed_empty_clusters(Z, labels, centers, optimizer, n_clusters):
@@ -262,8 +233,8 @@ class DECClusterer(
     >>> from hemoe_sk.cluster import DECClusterer
     >>> X, _ = load_digits(return_X_y=True)
     >>> X = X[:300] / 16.0
-    >>> dec = DECClusterer(n_clusters=10, pretrain_epochs=50, max_iter=100,
-    ...                    random_state=0).fit(X)
+    >>> dec = DECClusterer(n_clusters=10, hidden_dims=(32,), pretrain_epochs=20,
+    ...                    max_iter=50, random_state=0).fit(X)
     >>> dec.labels_.shape
     (300,)
     >>> proba = dec.predict_proba(X[:2])
@@ -283,21 +254,12 @@ class DECClusterer(
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
-        "hidden_dims": [tuple, list],
+        **AutoencoderClustererMixin._shared_constraints,
         "embedding_dim": [Interval(Integral, 1, None, closed="left")],
-        "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "update_interval": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, 1, closed="both")],
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "gamma": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -338,18 +300,12 @@ class DECClusterer(
     # ------------------------------------------------------------------ helpers
 
     _progress_desc = "DEC pretraining"
-    _clustering_attributes = ("labels_", "cluster_centers_", "n_iter_", "history_")
-
-    def _predict_q(self, X):
-        """q for new ``X`` as a numpy array (``set_output`` wraps only
-        ``transform``, so ``predict`` and ``predict_proba`` stay arrays)."""
-        check_is_fitted(self)
-        return self._soft_assign(self._validate_X(X, reset=False))
+    _clustering_attributes = ("cluster_centers_", "labels_", "n_iter_", "history_")
 
     def _soft_assign(self, X):
         """q for validated ``X`` with the fitted model."""
         Z = check_finite_outputs(self._encode(self.autoencoder_.module_, X), "codes")
-        return _soft_assign_np(Z, self.cluster_centers_, self.alpha)
+        return student_t_assign(Z, self.cluster_centers_, self.alpha)
 
     # -------------------------------------------------------------- fitting
 
@@ -378,30 +334,12 @@ class DECClusterer(
         self : DECClusterer
             Fitted estimator.
         """
-        X = self._validate_X(X, reset=True)
-        n_samples = X.shape[0]
-        if n_samples < self.n_clusters:
-            raise ValueError(
-                f"n_samples={n_samples} should be >= n_clusters="
-                f"{self.n_clusters}: DECClusterer cannot make more clusters "
-                "than there are samples."
-            )
-        device = resolve_device(self.device)
-        pretrain_seed, kmeans_seed, refine_seed = self._seeds()
-        history = {
-            "pretrain_loss": [],
-            "iteration": [],
-            "delta_label": [],
-            "loss": [],
-            "kl": [],
-            "reconstruction": [],
-            "n_reseeded": [],
-        }
-        if autoencoder is None:
-            net = self._pretrain(X, pretrain_seed, device)
-            history["pretrain_loss"] = [float(v) for v in net.history[:, "train_loss"]]
-        else:
-            net = self._adopt_autoencoder(autoencoder, X.shape[1], device)
+        X, device, seeds, net, pretrain_loss = self._start_fit(X, autoencoder)
+        _, kmeans_seed, refine_seed = seeds
+        refine_keys = (
+            "iteration", "delta_label", "loss", "kl", "reconstruction", "n_reseeded"
+        )
+        history = {"pretrain_loss": pretrain_loss, **{key: [] for key in refine_keys}}
 
         Z = check_finite_outputs(self._encode(net.module_, X), "codes")
         with warnings.catch_warnings():
@@ -413,52 +351,36 @@ class DECClusterer(
         init_centers = kmeans.cluster_centers_.astype(np.float32)
 
         module_state = copy.deepcopy(net.module_.state_dict())
-        lr = float(self.lr)
-        for attempt in range(2):
-            try:
-                with torch_seed(refine_seed + attempt, device):
-                    centers, n_iter = self._refine(
-                        net.module_, X, init_centers, history, refine_seed + attempt,
-                        lr, device,
-                    )
-                break
-            except DivergenceError:
-                if attempt == 1:
-                    raise DivergenceError(
-                        "DECClusterer refinement: the clustering loss became NaN "
-                        "or inf even with a 10x lower learning rate. Scale the "
-                        "features, or lower `lr`."
-                    ) from None
-                warnings.warn(
-                    "DECClusterer refinement: the loss became NaN or inf; "
-                    f"retrying once with lr={lr / 10:g}.",
-                    RuntimeWarning,
-                    stacklevel=4,  # fit's two decorators, then the caller
+
+        def refine(attempt, lr):
+            with torch_seed(refine_seed + attempt, device):
+                return self._refine(
+                    net.module_, X, init_centers, history, refine_seed + attempt,
+                    lr, device,
                 )
-                net.module_.load_state_dict(module_state)
-                for key in (
-                    "iteration", "delta_label", "loss", "kl", "reconstruction",
-                    "n_reseeded",
-                ):
-                    history[key] = []
-                lr /= 10
+
+        def on_retry(lr):
+            net.module_.load_state_dict(module_state)
+            for key in refine_keys:
+                history[key] = []
+
+        centers, n_iter = retry_on_divergence(
+            refine,
+            lr=float(self.lr),
+            stage="DECClusterer refinement",
+            on_retry=on_retry,
+            stacklevel=4,  # fit's two decorators, then the caller
+        )
 
         self.autoencoder_ = net
         self.cluster_centers_ = centers.astype(np.float64)
         self.n_iter_ = int(n_iter)
         self.history_ = history
         self.labels_ = self._soft_assign(X).argmax(axis=1).astype(np.int64)
-
-        n_empty = self.n_clusters - np.unique(self.labels_).size
-        if n_empty:
-            warnings.warn(
-                f"DECClusterer: {n_empty} of the {self.n_clusters} clusters have "
-                "no training sample after refinement (too many clusters for "
-                "the data, or duplicate points). Their soft assignments stay "
-                "defined; consider a smaller n_clusters.",
-                ConvergenceWarning,
-                stacklevel=4,  # fit's two decorators, then the caller
-            )
+        self._warn_empty_clusters(
+            "have no training sample after refinement (too many clusters for the "
+            "data, or duplicate points)"
+        )
         return self
 
     def _refine(self, module, X, init_centers, history, seed, lr, device):
@@ -497,7 +419,7 @@ class DECClusterer(
             while True:
                 if it % self.update_interval == 0 or it == self.max_iter:
                     Z = self._encode(module, X)
-                    log_q = _log_soft_assign_np(
+                    log_q = student_t_log_assign(
                         Z, centers.detach().cpu().numpy(), alpha
                     )
                     labels = log_q.argmax(axis=1)
@@ -525,7 +447,7 @@ class DECClusterer(
                     )
                     history["n_reseeded"].append(n_reseeded)
                     if n_reseeded:
-                        log_q = _log_soft_assign_np(
+                        log_q = student_t_log_assign(
                             Z, centers.detach().cpu().numpy(), alpha
                         )
                         labels = log_q.argmax(axis=1)
@@ -545,7 +467,7 @@ class DECClusterer(
                 module.train()
                 z = module.encode(xb)
                 kl = F.kl_div(
-                    _log_soft_assign_torch(z, centers, alpha), pb, reduction="batchmean"
+                    student_t_log_assign(z, centers, alpha), pb, reduction="batchmean"
                 )
                 if gamma > 0:
                     rec = F.mse_loss(module.decode(z), xb)
@@ -571,9 +493,6 @@ class DECClusterer(
         return centers.detach().cpu().numpy(), it
 
     # ------------------------------------------------------------ inference
-
-    def __sklearn_is_fitted__(self):
-        return hasattr(self, "cluster_centers_")
 
     @property
     def _n_features_out(self):
@@ -613,59 +532,3 @@ class DECClusterer(
             Soft assignments; each row sums to one.
         """
         return self._predict_q(X)
-
-    def predict_proba(self, X):
-        """Soft cluster assignments, as :meth:`transform` returns them.
-
-        Named like :meth:`sklearn.mixture.GaussianMixture.predict_proba`, for
-        soft routing.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_clusters)
-            Probability-like soft assignment of each sample to each cluster;
-            rows sum to one.
-        """
-        return self._predict_q(X)
-
-    def predict(self, X):
-        """Cluster of each sample (the largest soft assignment).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Cluster index of each sample.
-        """
-        return self._predict_q(X).argmax(axis=1).astype(np.int64)
-
-    def fit_predict(self, X, y=None, *, autoencoder=None):
-        """Fit, then return the cluster of each training sample.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
-
-        autoencoder : skorch.NeuralNet, default=None
-            A fitted autoencoder net to refine instead of pretraining, as in
-            :meth:`fit`.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Cluster index of each training sample (:attr:`labels_`).
-        """
-        return self.fit(X, autoencoder=autoencoder).labels_

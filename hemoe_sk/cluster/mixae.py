@@ -38,17 +38,10 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from ..nn.modules import _mlp
-from ..nn.nets import (
-    EVAL_BATCH_SIZE,
-    DivergenceError,
-    _batched,
-    _device_of,
-    check_finite_outputs,
-    keep_state_on_error,
-    resolve_device,
-    torch_seed,
-)
+from ..base import check_layer_sizes, keep_state_on_error
+from ..nn.inference import EVAL_BATCH_SIZE, batched, check_finite_outputs, device_of
+from ..nn.modules import mlp
+from ..nn.training import DivergenceError, retry_on_divergence, torch_seed
 from ._autoencoder import AutoencoderClustererMixin
 
 __all__ = ["MixtureOfAutoencodersClusterer"]
@@ -68,7 +61,7 @@ class _MixtureOfAutoencoders(nn.Module):
         k = len(self.autoencoders)
         hidden = tuple(assignment_hidden_dims)
         self.assignment = nn.Sequential(
-            _mlp(n_codes * k, hidden, 0.0),
+            mlp(n_codes * k, hidden, 0.0),
             nn.Linear(hidden[-1] if hidden else n_codes * k, k),
         )
 
@@ -297,25 +290,16 @@ class MixtureOfAutoencodersClusterer(
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
-        "hidden_dims": [tuple, list],
+        **AutoencoderClustererMixin._shared_constraints,
         "embedding_dim": [
             Interval(Integral, 1, None, closed="left"),
             StrOptions({"auto"}),
         ],
         "assignment_hidden_dims": [tuple, list],
-        "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "init_epochs": [Interval(Integral, 0, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "beta": [Interval(Real, 0, None, closed="left")],
-        "tol": [Interval(Real, 0, 1, closed="both")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -359,7 +343,7 @@ class MixtureOfAutoencodersClusterer(
 
     _progress_desc = "MixAE pretraining"
     _clustering_attributes = (
-        "labels_", "module_", "n_iter_", "history_", "reconstruction_scale_",
+        "module_", "labels_", "n_iter_", "history_", "reconstruction_scale_",
         "noise_variance_",
     )
 
@@ -371,12 +355,20 @@ class MixtureOfAutoencodersClusterer(
     @staticmethod
     def _errors(module, X):
         """Mean squared reconstruction error of every autoencoder, float64."""
-        E = _batched(module, module.errors, X, EVAL_BATCH_SIZE)
+        E = batched(module, module.errors, X, EVAL_BATCH_SIZE)
         return E.reshape(len(X), -1).astype(np.float64)
 
     def _log_q(self, errors):
         scale = self.n_features_in_ / (2.0 * self.noise_variance_)
         return log_softmax(-scale * errors, axis=1)
+
+    def _soft_assign(self, X):
+        """Soft assignments of validated ``X`` from the reconstruction errors."""
+        errors = check_finite_outputs(
+            self._errors(self.module_, X), "reconstruction errors"
+        )
+        q = np.exp(self._log_q(errors))
+        return q / q.sum(axis=1, keepdims=True)
 
     # -------------------------------------------------------------- fitting
 
@@ -407,38 +399,19 @@ class MixtureOfAutoencodersClusterer(
         self : MixtureOfAutoencodersClusterer
             Fitted estimator.
         """
-        X = self._validate_X(X, reset=True)
-        n_samples = X.shape[0]
-        if n_samples < self.n_clusters:
-            raise ValueError(
-                f"n_samples={n_samples} should be >= n_clusters="
-                f"{self.n_clusters}: MixtureOfAutoencodersClusterer cannot make "
-                "more clusters than there are samples."
-            )
-        assignment_dims = self._check_dims(
+        X, device, seeds, net, pretrain_loss = self._start_fit(X, autoencoder)
+        _, kmeans_seed, train_seed = seeds
+        assignment_dims = check_layer_sizes(
             self.assignment_hidden_dims, "assignment_hidden_dims"
         )
-        device = resolve_device(self.device)
-        pretrain_seed, kmeans_seed, train_seed = self._seeds()
-        history = {
-            "pretrain_loss": [],
-            "init_loss": [],
-            "loss": [],
-            "reconstruction": [],
-            "sample_entropy": [],
-            "batch_entropy": [],
-            "delta_label": [],
-        }
-        if autoencoder is None:
-            net = self._pretrain(X, pretrain_seed, device)
-            history["pretrain_loss"] = [float(v) for v in net.history[:, "train_loss"]]
-        else:
-            net = copy.deepcopy(self._check_autoencoder(autoencoder, X.shape[1]))
-            net.module_.to(device)
-            net.device = device
+        train_keys = (
+            "init_loss", "loss", "reconstruction", "sample_entropy", "batch_entropy",
+            "delta_label",
+        )
+        history = {"pretrain_loss": pretrain_loss, **{key: [] for key in train_keys}}
         base = net.module_
 
-        recon = _batched(base, base, X, EVAL_BATCH_SIZE).reshape(X.shape)
+        recon = batched(base, base, X, EVAL_BATCH_SIZE).reshape(X.shape)
         scale = float(np.mean((recon.astype(np.float64) - X) ** 2))
         scale = max(scale, 1e-12)
         with warnings.catch_warnings():
@@ -448,38 +421,29 @@ class MixtureOfAutoencodersClusterer(
                 n_clusters=self.n_clusters, n_init=self.n_init, random_state=kmeans_seed
             ).fit_predict(X)
 
-        lr = float(self.lr)
-        for attempt in range(2):
-            try:
-                with torch_seed(train_seed + attempt, device):
-                    module = self._init_module(
-                        base, X, init_labels, scale, assignment_dims, history,
-                        train_seed + attempt, lr, device,
-                    )
-                    n_iter = self._train(
-                        module, X, init_labels, scale, history, train_seed + attempt,
-                        lr, device,
-                    )
-                break
-            except DivergenceError:
-                if attempt == 1:
-                    raise DivergenceError(
-                        "MixtureOfAutoencodersClusterer joint training: the loss "
-                        "became NaN or inf even with a 10x lower learning rate. "
-                        "Scale the features, or lower `lr`."
-                    ) from None
-                warnings.warn(
-                    "MixtureOfAutoencodersClusterer joint training: the loss "
-                    f"became NaN or inf; retrying once with lr={lr / 10:g}.",
-                    RuntimeWarning,
-                    stacklevel=4,
+        def train(attempt, lr):
+            with torch_seed(train_seed + attempt, device):
+                module = self._init_module(
+                    base, X, init_labels, scale, assignment_dims, history,
+                    train_seed + attempt, lr, device,
                 )
-                for key in (
-                    "init_loss", "loss", "reconstruction", "sample_entropy",
-                    "batch_entropy", "delta_label",
-                ):
-                    history[key] = []
-                lr /= 10
+                n_iter = self._train(
+                    module, X, init_labels, scale, history, train_seed + attempt,
+                    lr, device,
+                )
+            return module, n_iter
+
+        def on_retry(lr):
+            for key in train_keys:
+                history[key] = []
+
+        module, n_iter = retry_on_divergence(
+            train,
+            lr=float(self.lr),
+            stage="MixtureOfAutoencodersClusterer joint training",
+            on_retry=on_retry,
+            stacklevel=4,  # fit's two decorators, then the caller
+        )
 
         self.autoencoder_ = net
         self.module_ = module
@@ -489,18 +453,10 @@ class MixtureOfAutoencodersClusterer(
         errors = self._errors(module, X)
         self.noise_variance_ = max(float(errors.min(axis=1).mean()), 1e-12)
         self.labels_ = self._log_q(errors).argmax(axis=1).astype(np.int64)
-
-        n_empty = self.n_clusters - np.unique(self.labels_).size
-        if n_empty:
-            warnings.warn(
-                f"MixtureOfAutoencodersClusterer: {n_empty} of the "
-                f"{self.n_clusters} autoencoders reconstruct no training sample "
-                "best (too many clusters for the data, duplicate points, or too "
-                "few epochs). Their soft assignments stay defined; consider a "
-                "smaller n_clusters.",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
+        self._warn_empty_clusters(
+            "are empty: their autoencoders reconstruct no training sample best "
+            "(too many clusters for the data, duplicate points, or too few epochs)"
+        )
         return self
 
     def _init_module(self, base, X, init_labels, scale, assignment_dims, history,
@@ -597,9 +553,6 @@ class MixtureOfAutoencodersClusterer(
 
     # ------------------------------------------------------------ inference
 
-    def __sklearn_is_fitted__(self):
-        return hasattr(self, "module_")
-
     @property
     def _n_features_out(self):
         """Number of output features of :meth:`transform` (``n_clusters``)."""
@@ -644,7 +597,7 @@ class MixtureOfAutoencodersClusterer(
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         module = self.module_
-        logits = _batched(module, lambda x: module(x)[0], X, EVAL_BATCH_SIZE)
+        logits = batched(module, lambda x: module(x)[0], X, EVAL_BATCH_SIZE)
         logits = logits.reshape(len(X), -1).astype(np.float64)
         return np.exp(log_softmax(logits, axis=1))
 
@@ -663,74 +616,18 @@ class MixtureOfAutoencodersClusterer(
             row sums to one, and its argmax is the autoencoder with the
             smallest reconstruction error.
         """
-        q = np.exp(self._log_q(self.reconstruction_error(X)))
-        return q / q.sum(axis=1, keepdims=True)
-
-    def predict_proba(self, X):
-        """Soft cluster assignments, as :meth:`transform` returns them.
-
-        Named like :meth:`sklearn.mixture.GaussianMixture.predict_proba`, for
-        soft routing.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_clusters)
-            Rows sum to one.
-        """
-        return self.transform(X)
-
-    def predict(self, X):
-        """Cluster of each sample: the autoencoder that reconstructs it best.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Cluster index of each sample (the argmax of :meth:`predict_proba`).
-        """
-        return self._log_q(self.reconstruction_error(X)).argmax(axis=1).astype(np.int64)
-
-    def fit_predict(self, X, y=None, *, autoencoder=None):
-        """Fit, then return the cluster of each training sample.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
-
-        autoencoder : skorch.NeuralNet, default=None
-            A fitted autoencoder net to start from instead of pretraining, as
-            in :meth:`fit`.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Cluster index of each training sample (:attr:`labels_`).
-        """
-        return self.fit(X, autoencoder=autoencoder).labels_
+        return self._predict_q(X)
 
     # ------------------------------------------------------------ pickling
 
     def __getstate__(self):
         state = super().__getstate__()
         module = state.get("module_")
-        if module is not None and _device_of(module).type != "cpu":
+        if module is not None and device_of(module).type != "cpu":
             # A model trained on a GPU loads on a machine without one.
             state = dict(state)
             state["module_"] = copy.deepcopy(module).cpu()
-            state["_module_device"] = str(_device_of(module))
+            state["_module_device"] = str(device_of(module))
         return state
 
     def __setstate__(self, state):

@@ -33,6 +33,8 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .kernels import student_t_assign
+
 __all__ = ["NeighborVoteRouter", "hard_assign", "n_routes", "soft_assign"]
 
 #: Share of NeighborVoteRouter's probabilities given by nearness to the
@@ -73,10 +75,7 @@ def soft_assign(router, E, n_clusters=None):
     if hasattr(router, "predict_proba"):
         q = np.asarray(router.predict_proba(E), dtype=np.float64)
     elif hasattr(router, "cluster_centers_"):
-        centers = np.asarray(router.cluster_centers_, dtype=np.float64)
-        E64 = np.asarray(E, dtype=np.float64)
-        d2 = ((E64[:, None, :] - centers[None]) ** 2).sum(-1)
-        q = 1.0 / (1.0 + d2)
+        q = student_t_assign(E, router.cluster_centers_)
     else:
         if n_clusters is None:
             raise ValueError(
@@ -373,11 +372,7 @@ class NeighborVoteRouter(ClusterMixin, BaseEstimator):
         # A negligible share by nearness to the cluster centres (Student-t
         # kernel): breaks ties between equal votes, and ranks the clusters a
         # point has no vote for (what overlap reads).
-        X64 = np.asarray(X, dtype=np.float64)
-        C = self.cluster_centers_
-        d2 = (X64 * X64).sum(1)[:, None] - 2.0 * X64 @ C.T + (C * C).sum(1)[None, :]
-        kernel = 1.0 / (1.0 + np.maximum(d2, 0.0))
-        kernel /= kernel.sum(axis=1, keepdims=True)
+        kernel = student_t_assign(X, self.cluster_centers_)
         proba = votes + _CENTRE_SHARE * kernel
         return proba / proba.sum(axis=1, keepdims=True)
 

@@ -19,7 +19,7 @@ gate is exactly zero are switched off for that sample. Training minimises
 the last term being a linear classifier on the shallow embedding that keeps
 the embedding informative about the class. The first term is the skorch
 criterion; :meth:`DeepMoEEmbedder.auxiliary_loss` returns the other two, and
-:class:`~hemoe_sk.nn.nets.HemoeNeuralNetClassifier` adds them during
+:class:`~hemoe_sk.nn.build.HemoeNeuralNetClassifier` adds them during
 training.
 """
 
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .nets import _batched
+from .inference import batched
 
 __all__ = ["DeepMoEEmbedder", "gate_sparsity"]
 
@@ -42,7 +42,7 @@ class DeepMoEEmbedder(nn.Module):
 
     ``forward`` returns logits; ``embed`` returns the dense representation
     before the output layer, so the module can serve as the ``embedder`` of
-    hemoe_sk's tree estimators and be read by :func:`hemoe_sk.nn.nets.embed`.
+    hemoe_sk's tree estimators and be read by :func:`hemoe_sk.nn.inference.embed`.
 
     Parameters
     ----------
@@ -261,7 +261,7 @@ def gate_sparsity(net_or_module, X, batch_size=4096, per_layer=False):
         ).float()
 
     # Only (n_samples, n_layers) counts are kept, never the gates themselves.
-    counts = _batched(module, zeros_per_layer, X, batch_size)
+    counts = batched(module, zeros_per_layer, X, batch_size)
     widths = np.array([head.out_features for head in module.gate_heads])
     zeros = counts.sum(axis=0, dtype=np.float64)
     totals = widths * float(len(X))

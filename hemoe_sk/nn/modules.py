@@ -13,10 +13,15 @@ import math
 
 from torch import nn
 
-__all__ = ["MLPEmbedder", "ConvEmbedder", "AutoEncoder", "LinearHead"]
+__all__ = ["AutoEncoder", "ConvEmbedder", "LinearHead", "MLPEmbedder", "mlp"]
 
 
-def _mlp(n_in, hidden_dims, dropout, *, last_activation=True):
+def mlp(n_in, hidden_dims, dropout, *, last_activation=True):
+    """``Linear -> ReLU [-> Dropout]`` blocks from ``n_in`` through ``hidden_dims``.
+
+    No blocks (an identity ``nn.Sequential``) when ``hidden_dims`` is empty;
+    ``last_activation=False`` leaves the last ``Linear`` bare.
+    """
     layers = []
     dims = [n_in, *hidden_dims]
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -48,7 +53,7 @@ class MLPEmbedder(nn.Module):
         hidden_dims = tuple(hidden_dims)
         if not hidden_dims:
             raise ValueError("MLPEmbedder needs at least one hidden layer.")
-        self.body = _mlp(n_features, hidden_dims, dropout)
+        self.body = mlp(n_features, hidden_dims, dropout)
         self.output = nn.Linear(hidden_dims[-1], n_classes)
 
     def embed(self, x):
@@ -137,11 +142,11 @@ class AutoEncoder(nn.Module):
         super().__init__()
         hidden_dims = tuple(hidden_dims)
         self.encoder = nn.Sequential(
-            _mlp(n_features, hidden_dims, 0.0),
+            mlp(n_features, hidden_dims, 0.0),
             nn.Linear(hidden_dims[-1] if hidden_dims else n_features, embedding_dim),
         )
         self.decoder = nn.Sequential(
-            _mlp(embedding_dim, hidden_dims[::-1], 0.0),
+            mlp(embedding_dim, hidden_dims[::-1], 0.0),
             nn.Linear(hidden_dims[0] if hidden_dims else embedding_dim, n_features),
         )
 

@@ -1,0 +1,257 @@
+"""What hemoe_sk's neural-network estimators share.
+
+:class:`BaseNetEstimator` is task-agnostic: the training knobs every net
+estimator has (``max_epochs``, ``lr``, ``batch_size``, ``optimizer``,
+``device``, ``random_state``, ``verbose``) with one set of parameter
+constraints, their translation into skorch settings (device resolved once),
+seeds drawn without touching numpy's global RNG, and training through
+:func:`~hemoe_sk.nn.training.train_net` (a NaN loss is retried once at a
+tenth of the learning rate). :class:`NetClassifierMixin` adds what is
+specific to classification: label encoding with the classic checks (at least
+two samples and two classes, no NaN, matching lengths) and ``predict`` and
+``predict_log_proba`` derived from ``predict_proba``. A regressor would pair
+the base with ``RegressorMixin`` and its own target checks.
+
+A subclass lists its own parameters in ``__init__`` (scikit-learn reads them
+from its signature) and builds its constraints from the shared ones::
+
+    _parameter_constraints = {
+        **BaseNetEstimator._parameter_constraints,
+        **EMBEDDER_CONSTRAINT,            # if it takes an ``embedder``
+        "n_experts": [Interval(Integral, 1, None, closed="left")],
+    }
+
+This module sits between :mod:`hemoe_sk.nn` and the estimators: it imports
+only ``nn/``, and the estimators and clusterers import it.
+"""
+
+from __future__ import annotations
+
+import functools
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNet
+
+from .nn.training import MAX_SEED, resolve_device, seed_source, train_net
+
+__all__ = [
+    "EMBEDDER_CONSTRAINT",
+    "N_JOBS_CONSTRAINT",
+    "BaseNetEstimator",
+    "NetClassifierMixin",
+    "check_layer_sizes",
+    "encode_labels",
+    "keep_state_on_error",
+]
+
+#: Constraint of ``embedder``, for the estimators that take one: ``None``
+#: (an :class:`~hemoe_sk.nn.MLPEmbedder`), a torch module class, or an
+#: unfitted skorch net.
+EMBEDDER_CONSTRAINT = {"embedder": [None, type, NeuralNet]}
+
+#: Constraint of ``n_jobs``, for the estimators that run work in parallel.
+N_JOBS_CONSTRAINT = {"n_jobs": [None, Integral]}
+
+
+def keep_state_on_error(fit):
+    """Decorate an estimator's ``fit`` so that a failure changes nothing.
+
+    ``validate_data`` sets ``n_features_in_`` (and ``feature_names_in_``)
+    before any training; if ``fit`` then fails, the estimator's previous
+    attributes are put back, so a fitted estimator keeps predicting as before
+    and an unfitted one stays unfitted, never a mix of the two.
+    """
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    return wrapper
+
+
+def encode_labels(y):
+    """Check classification targets; return ``(classes, codes as int64)``.
+
+    scikit-learn's ``check_classification_targets`` and ``np.unique`` fail
+    with an opaque ``'<' not supported`` when labels mix strings and numbers;
+    this says so instead.
+
+    Examples
+    --------
+    >>> classes, codes = encode_labels(["b", "a", "b"])
+    >>> classes.tolist(), codes.tolist()
+    (['a', 'b'], [1, 0, 1])
+    """
+    try:
+        check_classification_targets(y)
+        classes, codes = np.unique(y, return_inverse=True)
+    except TypeError:
+        kinds = sorted({type(v).__name__ for v in np.asarray(y, dtype=object).ravel()})
+        raise TypeError(
+            f"y mixes label types {kinds}: labels must be all strings or all "
+            "numbers."
+        ) from None
+    return classes, codes.astype(np.int64)
+
+
+def check_layer_sizes(sizes, name):
+    """``sizes`` as a tuple of positive ints (may be empty), or a ValueError.
+
+    Examples
+    --------
+    >>> check_layer_sizes([64, 32], "hidden_dims")
+    (64, 32)
+    """
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        sizes = None
+    if sizes is None or not all(
+        isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes
+    ):
+        raise ValueError(f"{name} must be a tuple of positive ints; got {sizes!r}.")
+    return tuple(int(s) for s in sizes)
+
+
+class BaseNetEstimator(BaseEstimator):
+    """Shared training knobs and plumbing of hemoe_sk's net estimators.
+
+    Not an estimator by itself: a subclass defines ``__init__`` (storing
+    these knobs among its own), ``fit`` and the prediction methods.
+
+    Parameters shared by all subclasses
+    -----------------------------------
+    max_epochs : int
+        Training epochs (>= 1).
+    lr : float
+        Learning rate (> 0).
+    batch_size : int
+        Mini-batch size (>= 1).
+    optimizer : torch optimizer class
+        Passed as a class, never an instance.
+    device : str, torch.device or None
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"``/``None`` for CUDA
+        when available. A CUDA device on a machine without CUDA falls back to
+        the CPU with a warning.
+    random_state : int, RandomState instance or None
+        Seeds every network; the global torch and numpy RNGs are left as
+        they were.
+    verbose : int
+        ``0`` is silent.
+    """
+
+    _parameter_constraints: dict = {
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [callable],
+        "device": [str, torch.device, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def _net_params(self):
+        """The shared knobs as keyword arguments of
+        :func:`~hemoe_sk.nn.build.make_classifier_net` (device resolved)."""
+        return {
+            "max_epochs": self.max_epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "device": resolve_device(self.device),
+        }
+
+    def _draw_seeds(self, n):
+        """``n`` integer seeds from ``random_state``; ``np.random`` untouched."""
+        return [int(s) for s in seed_source(self.random_state).randint(MAX_SEED, size=n)]
+
+    def _train(self, net, X, y=None, *, seed, stage, **kwargs):
+        """:func:`~hemoe_sk.nn.training.train_net` (NaN loss retried once at
+        ``lr / 10``), with the estimator's name in the stage of any message."""
+        return train_net(
+            net, X, y, seed=seed, stage=f"{type(self).__name__} {stage}", **kwargs
+        )
+
+    def _validate_X(self, X):
+        """Check fitted, then validate ``X`` against the training features."""
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=np.float32)
+
+
+class NetClassifierMixin:
+    """Classification on top of :class:`BaseNetEstimator`.
+
+    Put it after ``ClassifierMixin`` and before the base::
+
+        class MyNetClassifier(ClassifierMixin, NetClassifierMixin, BaseNetEstimator):
+            ...
+
+    A subclass implements ``predict_proba`` (columns in the order of
+    ``classes_``); ``predict`` and ``predict_log_proba`` follow from it.
+    """
+
+    def _validate_training_data(self, X, y):
+        """Validate ``(X, y)`` and encode ``y``.
+
+        Returns ``(X, y_codes, classes)``: ``X`` as float32, ``y_codes`` the
+        int64 index of each label in ``classes``. Raises a ValueError for
+        fewer than two samples or a single class.
+        """
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        if len(X) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 samples; got "
+                f"n_samples = {len(X)}."
+            )
+        classes, y_enc = encode_labels(y)
+        if len(classes) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes; got "
+                f"1 class only ({classes.tolist()[0]!r})."
+            )
+        return X, y_enc, classes
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log probabilities, columns in the order of ``classes_``
+            (``-inf`` where a probability is 0).
+        """
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Most probable class of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        proba = self.predict_proba(X)  # checks first that the model is fitted
+        return self.classes_.take(proba.argmax(axis=1))

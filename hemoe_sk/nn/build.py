@@ -1,0 +1,202 @@
+"""Building skorch nets from an estimator's ``embedder`` specification.
+
+* :func:`make_classifier_net` builds a skorch ``NeuralNetClassifier`` with the
+  settings hemoe_sk relies on (logits + ``CrossEntropyLoss``, no internal
+  validation split, shuffled batches, silent, stopped at a NaN loss);
+* :func:`build_embedder_net` resolves an ``embedder`` parameter (``None``, a
+  module class or an unfitted skorch net) into such a net;
+* :class:`EmbedderParamsMixin` gives an estimator ``embedder__*`` keyword
+  parameters, the way skorch exposes ``module__*``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from sklearn.base import clone
+from skorch import NeuralNet, NeuralNetClassifier
+from skorch.utils import to_tensor
+from torch import nn
+
+from .modules import MLPEmbedder
+from .training import FiniteLossGuard
+
+__all__ = [
+    "EMBEDDER_PREFIX",
+    "EmbedderParamsMixin",
+    "HemoeNeuralNetClassifier",
+    "build_embedder_net",
+    "make_classifier_net",
+]
+
+EMBEDDER_PREFIX = "embedder__"
+
+
+class HemoeNeuralNetClassifier(NeuralNetClassifier):
+    """skorch classifier that adds a module's own auxiliary loss.
+
+    A module may define ``auxiliary_loss(y_true)`` returning a scalar tensor
+    computed from state it kept during its last ``forward`` (DeepMoE's gate
+    sparsity and shallow-embedding losses do this). It is added to the
+    criterion's loss during training only.
+    """
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        aux = getattr(self.module_, "auxiliary_loss", None)
+        if training and callable(aux):
+            loss = loss + aux(to_tensor(y_true, device=self.device))
+        return loss
+
+
+def make_classifier_net(
+    module,
+    *,
+    n_features,
+    n_classes,
+    module_params=None,
+    max_epochs=10,
+    lr=1e-3,
+    batch_size=64,
+    optimizer=torch.optim.Adam,
+    device="cpu",
+):
+    """Build an (uninitialised) skorch classifier around ``module``.
+
+    ``module`` is a class returning logits; ``n_features`` and ``n_classes``
+    are passed to it, together with ``module_params``.
+
+    Examples
+    --------
+    >>> from hemoe_sk.nn import MLPEmbedder
+    >>> net = make_classifier_net(MLPEmbedder, n_features=4, n_classes=3,
+    ...                           module_params={"hidden_dims": (8,)})
+    >>> net.initialize().module_.output.out_features
+    3
+    """
+    params = {f"module__{k}": v for k, v in (module_params or {}).items()}
+    return HemoeNeuralNetClassifier(
+        module,
+        module__n_features=int(n_features),
+        module__n_classes=int(n_classes),
+        criterion=nn.CrossEntropyLoss,
+        optimizer=optimizer,
+        lr=lr,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        train_split=None,
+        iterator_train__shuffle=True,
+        callbacks=[("finite_loss", FiniteLossGuard())],
+        device=device,
+        verbose=0,
+        **params,
+    )
+
+
+class EmbedderParamsMixin:
+    """``embedder__*`` keyword parameters, the way skorch exposes ``module__*``.
+
+    The estimator's ``__init__`` stores its ``**embedder__kwargs`` in
+    ``self._embedder_kwargs`` (a private dict: scikit-learn's checks allow no
+    undeclared public attribute); ``get_params``/``set_params`` expose them so
+    ``clone`` and grid searches keep them, and :meth:`_module_params` checks
+    them at fit time. When ``embedder`` is itself an estimator (a skorch net),
+    ``embedder__*`` keys are that estimator's nested parameters instead.
+    """
+
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        params.update(getattr(self, "_embedder_kwargs", {}))
+        return params
+
+    def set_params(self, **params):
+        nested = hasattr(params.get("embedder", self.embedder), "set_params")
+        own = {}
+        for key in list(params):
+            if key.startswith(EMBEDDER_PREFIX) and not nested:
+                own[key] = params.pop(key)
+        if params:
+            super().set_params(**params)
+        if own:
+            self._embedder_kwargs = {**getattr(self, "_embedder_kwargs", {}), **own}
+        return self
+
+    def _module_params(self):
+        """The ``embedder__*`` values keyed by module argument name."""
+        kwargs = getattr(self, "_embedder_kwargs", {})
+        bad = [
+            k for k in kwargs if not k.startswith(EMBEDDER_PREFIX) or k == EMBEDDER_PREFIX
+        ]
+        if bad:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword arguments {bad}: only "
+                f"'{EMBEDDER_PREFIX}<name>' keywords are forwarded to the embedder "
+                "module."
+            )
+        return {k[len(EMBEDDER_PREFIX) :]: v for k, v in kwargs.items()}
+
+
+def _accepts(cls, name):
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def build_embedder_net(
+    embedder,
+    *,
+    n_features,
+    n_classes,
+    embedder_params=None,
+    **training,
+):
+    """Resolve an ``embedder`` parameter into an unfitted skorch classifier.
+
+    Parameters
+    ----------
+    embedder : None, nn.Module subclass or skorch NeuralNet
+        ``None`` builds :class:`~hemoe_sk.nn.MLPEmbedder`. A module class is
+        wrapped with :func:`make_classifier_net` and configured with
+        ``embedder_params``. A skorch net is cloned (never mutated) and keeps
+        its own training settings; ``n_features``/``n_classes`` are filled in
+        when its module accepts them and the net does not set them.
+    n_features, n_classes : int
+        Input size and number of classes.
+    embedder_params : dict, optional
+        Module arguments (the estimator's ``embedder__*`` values).
+    **training
+        ``max_epochs``, ``lr``, ``batch_size``, ``optimizer``, ``device`` for
+        :func:`make_classifier_net` (ignored for a skorch net).
+    """
+    if embedder is None:
+        embedder = MLPEmbedder
+    if isinstance(embedder, type) and issubclass(embedder, nn.Module):
+        return make_classifier_net(
+            embedder,
+            n_features=n_features,
+            n_classes=n_classes,
+            module_params=embedder_params,
+            **training,
+        )
+    if isinstance(embedder, NeuralNet):
+        if embedder_params:
+            raise ValueError(
+                "embedder__* parameters configure a module class; with a skorch "
+                "net, set module__* parameters on the net itself."
+            )
+        net = clone(embedder)
+        params = net.get_params(deep=False)
+        extra = {}
+        module = params["module"]
+        for name, value in (("n_features", n_features), ("n_classes", n_classes)):
+            key = f"module__{name}"
+            if key not in params and isinstance(module, type) and _accepts(module, name):
+                extra[key] = int(value)
+        return net.set_params(**extra) if extra else net
+    raise TypeError(
+        "embedder must be None, a torch nn.Module subclass (not an instance) or "
+        f"an unfitted skorch NeuralNet; got {type(embedder).__name__}."
+    )
