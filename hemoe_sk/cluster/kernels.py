@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.special import log_softmax
 
-__all__ = ["student_t_assign", "student_t_log_assign"]
+__all__ = ["student_t_assign", "student_t_log_assign", "student_t_log_kernel"]
 
 
 def _squared_distances(Z, centers):
@@ -32,6 +32,15 @@ def _squared_distances(Z, centers):
         + (centers * centers).sum(axis=1)[None, :]
     )
     return np.maximum(d2, 0.0, out=d2)
+
+
+def student_t_log_kernel(Z, centers, alpha=1.0):
+    """Unnormalised log Student-t similarity of every row to every centre,
+    ``-(alpha + 1) / 2 * log(1 + d^2 / alpha)``; its row-wise softmax is
+    :func:`student_t_assign`. numpy (float64) or torch (differentiable)."""
+    d2 = _squared_distances(Z, centers)
+    log1p = torch.log1p if isinstance(d2, torch.Tensor) else np.log1p
+    return -(alpha + 1.0) / 2.0 * log1p(d2 / alpha)
 
 
 def student_t_log_assign(Z, centers, alpha=1.0):
@@ -58,10 +67,10 @@ def student_t_log_assign(Z, centers, alpha=1.0):
     >>> np.exp(log_q).round(3).tolist()
     [[0.833, 0.167], [0.167, 0.833]]
     """
-    d2 = _squared_distances(Z, centers)
-    if isinstance(d2, torch.Tensor):
-        return torch.log_softmax(-(alpha + 1.0) / 2.0 * torch.log1p(d2 / alpha), dim=1)
-    return log_softmax(-(alpha + 1.0) / 2.0 * np.log1p(d2 / alpha), axis=1)
+    s = student_t_log_kernel(Z, centers, alpha)
+    if isinstance(s, torch.Tensor):
+        return torch.log_softmax(s, dim=1)
+    return log_softmax(s, axis=1)
 
 
 def student_t_assign(Z, centers, alpha=1.0):

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .kernels import student_t_log_kernel
+
 __all__ = ["router_scores"]
 
 
@@ -82,11 +84,6 @@ class _ScoreFn(nn.Module):
         return self.fn(r)
 
 
-def _student_t_log_kernel(z, centers, alpha):
-    d2 = (z[:, None, :] - centers[None, :, :]).pow(2).sum(dim=2)
-    return -(alpha + 1.0) / 2.0 * torch.log1p(d2 / alpha)
-
-
 def _clusterer_scores(clusterer, device):
     """``_ScoreFn`` for the supported clusterers, else a TypeError naming it."""
     from sklearn.mixture import GaussianMixture
@@ -103,7 +100,7 @@ def _clusterer_scores(clusterer, device):
         def dec(r):
             # DEC validates to float32 and encodes in float32; q in float64.
             z = module.encode(r.float()).reshape(len(r), -1).double()
-            return _student_t_log_kernel(z, centers, alpha)
+            return student_t_log_kernel(z, centers, alpha)
 
         return _ScoreFn(dec, module)
     if isinstance(clusterer, MixtureOfAutoencodersClusterer):
@@ -130,7 +127,7 @@ def _clusterer_scores(clusterer, device):
 
         def centroid(r):
             # soft_assign's kernel: q_j ∝ 1 / (1 + ||r - mu_j||^2).
-            return _student_t_log_kernel(r, centers, 1.0)
+            return student_t_log_kernel(r, centers, 1.0)
 
         return _ScoreFn(centroid)
     raise TypeError(
