@@ -1310,13 +1310,6 @@ def _check_archive(zf, shown, max_size):
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise _fail(shown, f"duplicate members {dupes[:5]}.")
-    for info in infos:
-        if info.filename != _MANIFEST and not _MEMBER_NAME.match(info.filename):
-            raise _fail(shown, f"unexpected member name {info.filename!r}.")
-        if info.flag_bits & 0x1:
-            raise _fail(shown, f"member {info.filename!r} is encrypted.")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise _fail(shown, f"member {info.filename!r} uses an unsupported compression.")
     total = sum(i.file_size for i in infos)
     if total > max_size:
         raise _fail(
@@ -1354,6 +1347,13 @@ def _check_archive(zf, shown, max_size):
         )
     if version != FORMAT_VERSION:
         raise _fail(shown, f"unknown format version {version!r}.")
+    for info in infos:
+        if info.filename != _MANIFEST and not _MEMBER_NAME.match(info.filename):
+            raise _fail(shown, f"unexpected member name {info.filename!r}.")
+        if info.flag_bits & 0x1:
+            raise _fail(shown, f"member {info.filename!r} is encrypted.")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _fail(shown, f"member {info.filename!r} uses an unsupported compression.")
     members = manifest.get("members")
     if not isinstance(members, dict):
         raise _fail(shown, "the manifest has no member table.")
