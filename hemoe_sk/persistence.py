@@ -307,9 +307,15 @@ _CODECS = (
     ),
     # -- the fitted tree ----------------------------------------------------
     _own("HierarchyTree", ["hemoe_sk.tree"], "init", init=("nodes", "n_classes")),
-    _own("Node", ["hemoe_sk.tree"], "init", init=_NODE_FIELDS, arrays=("class_counts",)),
-    _own("Router", ["hemoe_sk.node"], "init", init=("clusterer", "reducer", "n_clusters")),
-    _own("ConstantExpert", ["hemoe_sk.node"], "init", init=("class_index", "n_classes")),
+    _own(
+        "Node", ["hemoe_sk.tree"], "init", init=_NODE_FIELDS, arrays=("class_counts",)
+    ),
+    _own(
+        "Router", ["hemoe_sk.node"], "init", init=("clusterer", "reducer", "n_clusters")
+    ),
+    _own(
+        "ConstantExpert", ["hemoe_sk.node"], "init", init=("class_index", "n_classes")
+    ),
     _own("NetExpert", ["hemoe_sk.node"], "init", init=("net",)),
     _own("HeadExpert", ["hemoe_sk.node"], "init", init=("head",)),
     _own("SklearnExpert", ["hemoe_sk.node"], "init", init=("estimator", "n_classes")),
@@ -354,7 +360,11 @@ _CODECS = (
         )
     ),
     _ext("sklearn.neighbors.NearestNeighbors", "refit", refit=("_fit_X",)),
-    _ext("sklearn.model_selection.KFold", "init", init=("n_splits", "shuffle", "random_state")),
+    _ext(
+        "sklearn.model_selection.KFold",
+        "init",
+        init=("n_splits", "shuffle", "random_state"),
+    ),
     _ext(
         "sklearn.model_selection.StratifiedKFold",
         "init",
@@ -421,18 +431,29 @@ def _resolve(codec):
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _codec_table():
-    """``{class: codec}`` for every codec whose class can be imported here."""
-    table = {}
-    for codec in _CODECS:
+_BY_ATTR = {}
+for _codec in _CODECS:
+    _BY_ATTR.setdefault(_codec.attr, []).append(_codec)
+del _codec
+
+
+def _codec_of(cls):
+    """The codec of exactly ``cls`` (not of a subclass), or None.
+
+    Only the entries named like ``cls`` are resolved, so saving imports no
+    module it does not need. An entry that cannot be resolved is reported
+    rather than skipped.
+    """
+    missing = []
+    for codec in _BY_ATTR.get(cls.__name__, ()):
         try:
-            table[_resolve(codec)] = codec
-        except ImportError:
-            if codec.modules[0].startswith(_HEMOE):
-                raise  # our own table is wrong: say so
-            # An optional third-party class missing from this install.
-    return table
+            if _resolve(codec) is cls:
+                return codec
+        except ImportError as exc:
+            missing.append(str(exc))
+    if missing:
+        raise UnsupportedComponentError(" ".join(missing))
+    return None
 
 
 def _trusted_name(cls):
@@ -546,7 +567,8 @@ def _mixae_module_build(cls, args):
     hidden = tuple(int(d) for d in args["hidden_dims"])
     code = int(args["embedding_dim"])
     parts = [
-        autoencoder(n_features, hidden, code) for _ in range(int(args["n_autoencoders"]))
+        autoencoder(n_features, hidden, code)
+        for _ in range(int(args["n_autoencoders"]))
     ]
     return cls(parts, code, tuple(int(d) for d in args["assignment_hidden_dims"]))
 
@@ -559,7 +581,6 @@ class _Writer:
     """Turns an estimator into manifest records and array/tensor members."""
 
     def __init__(self, trusted):
-        self.codecs = _codec_table()
         self.trusted = {cls: name for name, cls in trusted.items()}
         self.members = {}  # name -> bytes
         self.member_info = {}  # name -> manifest entry
@@ -584,7 +605,11 @@ class _Writer:
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
         return self._member(
-            "arrays", "npy", buf.getvalue(), dtype=_descr(arr.dtype), shape=list(arr.shape)
+            "arrays",
+            "npy",
+            buf.getvalue(),
+            dtype=_descr(arr.dtype),
+            shape=list(arr.shape),
         )
 
     def state_dict(self, module):
@@ -603,7 +628,7 @@ class _Writer:
 
     # -- values ----------------------------------------------------------
     def class_ref(self, cls, where):
-        codec = self.codecs.get(cls)
+        codec = _codec_of(cls)
         if codec is not None and codec.build == "class":
             self.classes.add(codec.name)
             return {"$class": codec.name}
@@ -651,14 +676,18 @@ class _Writer:
             return {"$array": self.array(value)}
         if isinstance(value, np.generic):
             if value.dtype.kind in "biuf":
-                return {"$npscalar": [value.dtype.str, self.encode(value.item(), where)]}
+                return {
+                    "$npscalar": [value.dtype.str, self.encode(value.item(), where)]
+                }
             if value.dtype.kind in "US":
                 return str(value)
             raise UnsupportedComponentError(
                 f"{where}: numpy scalars of dtype {value.dtype} are not supported."
             )
         if isinstance(value, tuple):
-            return {"$tuple": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+            return {
+                "$tuple": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            }
         if isinstance(value, list):
             return [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
         if isinstance(value, dict):
@@ -684,7 +713,7 @@ class _Writer:
         key = id(obj)
         if key in self.memo:
             return self.memo[key]
-        codec = self.codecs.get(type(obj))
+        codec = _codec_of(type(obj))
         if codec is None or codec.build == "class":
             raise UnsupportedComponentError(
                 f"{where}: {type(obj).__module__}.{type(obj).__qualname__} objects are "
@@ -731,7 +760,13 @@ class _Writer:
         self._undescribed(
             obj,
             codec,
-            [*vars(fresh), *codec.arrays, *codec.values, *_VALIDATED, *_VALIDATED_ARRAYS],
+            [
+                *vars(fresh),
+                *codec.arrays,
+                *codec.values,
+                *_VALIDATED,
+                *_VALIDATED_ARRAYS,
+            ],
             where,
         )
         arrays, values = self._fitted(obj, codec, where)
@@ -758,10 +793,13 @@ class _Writer:
         for name in codec.arrays:
             if not isinstance(getattr(obj, name), np.ndarray):
                 raise UnsupportedComponentError(
-                    f"{where}.{name}: expected a numpy array; update persistence._CODECS."
+                    f"{where}.{name}: expected a numpy array; update "
+                    "persistence._CODECS."
                 )
         return {
-            "init": {k: self.encode(getattr(obj, k), f"{where}.{k}") for k in codec.init}
+            "init": {
+                k: self.encode(getattr(obj, k), f"{where}.{k}") for k in codec.init
+            }
         }
 
     def _refit(self, obj, codec, where):
@@ -770,14 +808,19 @@ class _Writer:
         return {
             "params": {k: self.encode(v, f"{where}.{k}") for k, v in params.items()},
             "refit": (
-                [self.encode(np.asarray(vars(obj)[n]), f"{where}.{n}") for n in codec.refit]
+                [
+                    self.encode(np.asarray(vars(obj)[n]), f"{where}.{n}")
+                    for n in codec.refit
+                ]
                 if fitted
                 else None
             ),
         }
 
     def _net(self, net, codec, where):
-        params = {k: v for k, v in net.get_params(deep=False).items() if not k.startswith("_")}
+        params = {
+            k: v for k, v in net.get_params(deep=False).items() if not k.startswith("_")
+        }
         record = {
             "params": {k: self.encode(v, f"{where}.{k}") for k, v in params.items()},
             "initialized": bool(getattr(net, "initialized_", False)),
@@ -793,7 +836,9 @@ class _Writer:
                         record["state_dicts"][name] = member
             for name in codec.values:
                 if name in vars(net):
-                    record["values"][name] = self.encode(vars(net)[name], f"{where}.{name}")
+                    record["values"][name] = self.encode(
+                        vars(net)[name], f"{where}.{name}"
+                    )
         return record
 
     def _module(self, module, codec, where):
@@ -816,13 +861,17 @@ class _Writer:
 
     def _random_state(self, obj, codec, where):
         kind, keys, pos, has_gauss, cached = obj.get_state()
-        return {"state": [kind, self.encode(keys, where), int(pos), int(has_gauss), cached]}
+        return {
+            "state": [kind, self.encode(keys, where), int(pos), int(has_gauss), cached]
+        }
 
 
 def _net_parts(net):
     """Names of a skorch net's modules and criteria (``module``, ``criterion``)."""
-    return [*(getattr(net, "_modules", None) or ["module"]),
-            *(getattr(net, "_criteria", None) or ["criterion"])]
+    return [
+        *(getattr(net, "_modules", None) or ["module"]),
+        *(getattr(net, "_criteria", None) or ["criterion"]),
+    ]
 
 
 def _check_metadata(metadata):
@@ -880,7 +929,7 @@ def save(estimator, path, *, trusted=None, metadata=None):
     """
     writer = _Writer(_trusted_table(trusted))
     root = writer.encode(estimator, type(estimator).__name__)
-    codec = writer.codecs.get(type(estimator))
+    codec = _codec_of(type(estimator))
     manifest = {
         "format": _FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -957,13 +1006,16 @@ class _Reader:
             with self.zf.open(name) as f:
                 data = f.read(int(info["size"]) + 1)
         except KeyError:
-            raise _fail(self.path, f"member {name!r} is missing (truncated file?).") from None
+            raise _fail(
+                self.path, f"member {name!r} is missing (truncated file?)."
+            ) from None
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
             raise _fail(self.path, f"member {name!r} is corrupted ({exc}).") from None
         if len(data) != info["size"]:
             raise _fail(
                 self.path,
-                f"member {name!r} holds {len(data)} bytes where {info['size']} are declared.",
+                f"member {name!r} holds {len(data)} bytes where {info['size']} "
+                "are declared.",
             )
         if hashlib.sha256(data).hexdigest() != info.get("sha256"):
             raise _fail(self.path, f"member {name!r} does not match its checksum.")
@@ -984,10 +1036,13 @@ class _Reader:
                 raise ValueError(f"unsupported .npy version {version}")
             shape, _, dtype = read_header(buf, max_header_size=10_000)
         except Exception as exc:  # noqa: BLE001 - any bad header
-            raise _fail(self.path, f"array {name!r} has a bad header ({exc}).") from None
+            raise _fail(
+                self.path, f"array {name!r} has a bad header ({exc})."
+            ) from None
         if dtype.hasobject:
             raise _fail(
-                self.path, f"array {name!r} was refused: it holds Python objects (pickle)."
+                self.path,
+                f"array {name!r} was refused: it holds Python objects (pickle).",
             )
         if _descr(dtype) != info.get("dtype") or list(shape) != info.get("shape"):
             raise _fail(
@@ -1021,14 +1076,15 @@ class _Reader:
                 f"({type(exc).__name__}: {_first_line(exc)}).",
             ) from None
         if set(header) != set(declared) or set(tensors) != set(declared):
-            raise _fail(self.path, f"{name!r} holds other tensors than the manifest lists.")
+            raise _fail(
+                self.path, f"{name!r} holds other tensors than the manifest lists."
+            )
         for key, t in tensors.items():
             want = declared[key]
             if (
                 not isinstance(want, dict)
                 or list(t.shape) != want.get("shape")
                 or str(t.dtype).removeprefix("torch.") != want.get("dtype")
-                or list(header[key].get("shape", [])) != want.get("shape")
             ):
                 raise _fail(
                     self.path,
@@ -1074,7 +1130,9 @@ class _Reader:
         if tag == "$array":
             return self.array(body)
         if tag == "$masked":
-            return np.ma.MaskedArray(self.decode(body["data"]), mask=self.decode(body["mask"]))
+            return np.ma.MaskedArray(
+                self.decode(body["data"]), mask=self.decode(body["mask"])
+            )
         if tag == "$objarray":
             items = [self.decode(v) for v in body["items"]]
             arr = np.empty(len(items), dtype=object)
@@ -1125,7 +1183,8 @@ class _Reader:
             return cls(**kwargs)
         except TypeError as exc:
             raise _fail(
-                self.path, f"{record.get('class')} cannot be rebuilt from the file ({exc})."
+                self.path,
+                f"{record.get('class')} cannot be rebuilt from the file ({exc}).",
             ) from None
 
     @staticmethod
@@ -1143,7 +1202,9 @@ class _Reader:
         state = {}
         for name, value in arrays.items():
             if name not in (*codec.arrays, *_VALIDATED_ARRAYS):
-                raise _fail(self.path, f"{name!r} is not a fitted array of {codec.name}.")
+                raise _fail(
+                    self.path, f"{name!r} is not a fitted array of {codec.name}."
+                )
             state[name] = self.decode(value)
             if not isinstance(state[name], np.ndarray):
                 raise _fail(self.path, f"{codec.name}.{name} is not an array.")
@@ -1167,21 +1228,28 @@ class _Reader:
         state = {}
         for name, value in self._dict(record, "state").items():
             shadowed = getattr(cls, name, None)
-            if name.startswith("__") or callable(shadowed) or isinstance(shadowed, property):
+            if (
+                name.startswith("__")
+                or callable(shadowed)
+                or isinstance(shadowed, property)
+            ):
                 raise _fail(
                     self.path,
                     f"attribute {name!r} of {codec.name} would replace a method or "
                     "special attribute.",
                 )
             state[name] = self.decode(value)
-        self._setstate(obj, {**obj.__dict__, **state, "_sklearn_version": sklearn.__version__})
+        self._setstate(
+            obj, {**obj.__dict__, **state, "_sklearn_version": sklearn.__version__}
+        )
         return obj
 
     def _init(self, index, record, codec, cls):
         init = self._dict(record, "init")
         if set(init) != set(codec.init):
             raise _fail(
-                self.path, f"{codec.name} needs exactly {list(codec.init)}; got {list(init)}."
+                self.path,
+                f"{codec.name} needs exactly {list(codec.init)}; got {list(init)}.",
             )
         kwargs = {k: self.decode(v) for k, v in init.items()}
         for name in codec.arrays:
@@ -1197,7 +1265,9 @@ class _Reader:
             if len(arrays) != len(codec.refit) or not all(
                 isinstance(a, np.ndarray) for a in arrays
             ):
-                raise _fail(self.path, f"{codec.name} needs {list(codec.refit)} as arrays.")
+                raise _fail(
+                    self.path, f"{codec.name} needs {list(codec.refit)} as arrays."
+                )
             obj.fit(*arrays)
         return obj
 
@@ -1217,7 +1287,9 @@ class _Reader:
         try:
             part.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise _fail(self.path, f"weights do not fit the {what} ({_first_line(exc)}).") from None
+            raise _fail(
+                self.path, f"weights do not fit the {what} ({_first_line(exc)})."
+            ) from None
         part.eval()
 
     def _net(self, index, record, codec, cls):
@@ -1260,7 +1332,9 @@ class _Reader:
             try:
                 module = build(cls, args)
             except (KeyError, TypeError, ValueError) as exc:
-                raise _fail(self.path, f"{codec.name} cannot be rebuilt ({exc}).") from None
+                raise _fail(
+                    self.path, f"{codec.name} cannot be rebuilt ({exc})."
+                ) from None
         if record.get("state_dict") is not None:
             self._load_weights(module, record["state_dict"], codec.name)
         return module.to(self._target_device(record.get("device")))
@@ -1269,14 +1343,20 @@ class _Reader:
         try:
             kind, keys, pos, has_gauss, cached = record["state"]
             rs = np.random.RandomState()
-            rs.set_state((str(kind), self.decode(keys), int(pos), int(has_gauss), float(cached)))
+            rs.set_state(
+                (str(kind), self.decode(keys), int(pos), int(has_gauss), float(cached))
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise _fail(self.path, f"bad RandomState ({exc}).") from None
         return rs
 
 
 def _shown(path):
-    shown = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "<file>")
+    shown = (
+        path
+        if isinstance(path, (str, os.PathLike))
+        else getattr(path, "name", "<file>")
+    )
     return os.fspath(shown) if isinstance(shown, os.PathLike) else shown
 
 
@@ -1292,7 +1372,8 @@ def _open(path, max_size=None):
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise _fail(
             shown,
-            f"not a hemoe_sk model file, or the file is truncated or corrupted ({exc}).",
+            "not a hemoe_sk model file, or the file is truncated or corrupted "
+            f"({exc}).",
         ) from None
     try:
         manifest = _check_archive(zf, shown, max_size)
@@ -1353,7 +1434,9 @@ def _check_archive(zf, shown, max_size):
         if info.flag_bits & 0x1:
             raise _fail(shown, f"member {info.filename!r} is encrypted.")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise _fail(shown, f"member {info.filename!r} uses an unsupported compression.")
+            raise _fail(
+                shown, f"member {info.filename!r} uses an unsupported compression."
+            )
     members = manifest.get("members")
     if not isinstance(members, dict):
         raise _fail(shown, "the manifest has no member table.")
@@ -1448,7 +1531,11 @@ def load(path, *, trusted=None, device=None, max_size=None):
     RuntimeWarning
         When CUDA weights are loaded on the CPU.
     """
-    if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
+    if (
+        device is not None
+        and str(device).startswith("cuda")
+        and not torch.cuda.is_available()
+    ):
         raise ValueError(f"device={device!r} was requested but CUDA is not available.")
     trusted = _trusted_table(trusted)
     zf, manifest, shown = _open(path, max_size)
@@ -1457,7 +1544,9 @@ def load(path, *, trusted=None, device=None, max_size=None):
         running = _versions()
         differ = {k: (saved.get(k), v) for k, v in running.items() if saved.get(k) != v}
         if differ:
-            listed = ", ".join(f"{k} {a} (file) vs {b} (now)" for k, (a, b) in differ.items())
+            listed = ", ".join(
+                f"{k} {a} (file) vs {b} (now)" for k, (a, b) in differ.items()
+            )
             warnings.warn(
                 f"{shown!r} was saved with other library versions: {listed}. The model "
                 "loads, but its predictions may differ; re-save it under the current "
