@@ -356,6 +356,7 @@ _CODECS = (
             "sklearn.preprocessing.RobustScaler",
             "sklearn.linear_model.LogisticRegression",
             "sklearn.linear_model.RidgeClassifier",
+            "sklearn.preprocessing.LabelBinarizer",
             "sklearn.pipeline.Pipeline",
         )
     ),

@@ -357,6 +357,38 @@ def test_unfitted_round_trip(fitted, name, est, supervised, tmp_path):
         )
 
 
+def _sklearn_parts():
+    from sklearn.cluster import DBSCAN, HDBSCAN, MiniBatchKMeans
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.mixture import GaussianMixture
+    from sklearn.preprocessing import MinMaxScaler
+
+    return [
+        NeighborVoteRouter(HDBSCAN(copy=True)),
+        NeighborVoteRouter(DBSCAN(eps=2.0), weights="distance"),
+        MiniBatchKMeans(3, n_init=1, random_state=0),
+        GaussianMixture(2, random_state=0),
+        PCA(2),
+        TruncatedSVD(2, random_state=0),
+        MinMaxScaler(),
+        RidgeClassifier(),
+    ]
+
+
+@pytest.mark.parametrize("est", _sklearn_parts(), ids=repr)
+def test_scikit_learn_parts_round_trip(est, tmp_path):
+    """The routers, reducers and experts of the codec table, on their own."""
+    est = clone(est).fit(X, Y)
+    loaded = load(save(est, tmp_path / "m.hemoe"))
+    assert type(loaded) is type(est) and repr(loaded) == repr(est)
+    for method in ("predict_proba", "transform", "predict", "decision_function"):
+        if hasattr(est, method):
+            np.testing.assert_array_equal(
+                getattr(loaded, method)(X), getattr(est, method)(X)
+            )
+
+
 def test_safe_format_keeps_tree_structure_and_sharing(fitted, tmp_path):
     est = fitted["tree-kmeans-finetune-hard"]
     loaded = load(save(est, tmp_path / "m.hemoe"))
