@@ -1293,6 +1293,44 @@ class _Reader:
             ) from None
         part.eval()
 
+    def _probe_module(self, net, member):
+        """Refuse module parameters that do not fit the saved weights before
+        allocating anything: the module is first built on torch's ``meta``
+        device (shapes only, no memory), so a file asking for a huge network
+        cannot exhaust memory. Trusted user classes are not probed."""
+        module_cls = net.module
+        codec = _codec_of(module_cls) if isinstance(module_cls, type) else None
+        if codec is None:
+            return
+        declared = {}
+        if member is not None:
+            entry = self.members.get(member)
+            tensors = entry.get("tensors") if isinstance(entry, dict) else None
+            if not isinstance(tensors, dict):
+                raise _fail(self.path, f"{member!r} is not a tensor member.")
+            declared = {
+                k: v.get("shape") if isinstance(v, dict) else None
+                for k, v in tensors.items()
+            }
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                probe = module_cls(**net.get_params_for("module"))
+        except (TypeError, ValueError) as exc:
+            raise _fail(
+                self.path, f"{codec.name} cannot be built from the file ({exc})."
+            ) from None
+        expected = {k: list(v.shape) for k, v in probe.state_dict().items()}
+        if expected != declared:
+            wrong = sorted(set(expected) ^ set(declared)) or [
+                k for k in expected if expected[k] != declared[k]
+            ]
+            raise _fail(
+                self.path,
+                f"weights do not fit the module {codec.name} built from the file's "
+                f"parameters (first differences: {wrong[:3]}).",
+            )
+
     def _net(self, index, record, codec, cls):
         params = self._params(record)
         device = self._target_device(params.get("device"))
@@ -1301,12 +1339,13 @@ class _Reader:
         self.memo[index] = net
         if not record.get("initialized"):
             return net
+        saved = self._dict(record, "state_dicts")
+        self._probe_module(net, saved.get("module"))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 net.initialize()
-        saved = self._dict(record, "state_dicts")
         for name in _net_parts(net):
             part = getattr(net, name + "_", None)
             if not isinstance(part, torch.nn.Module):

@@ -42,6 +42,7 @@ from hemoe_sk import (
     persistence,
 )
 from hemoe_sk.cli import main as cli_main
+from hemoe_sk.nn import ConvEmbedder, DeepMoEEmbedder
 from hemoe_sk.node import NodeExpertsClassifier
 from hemoe_sk.persistence import (
     FORMAT_VERSION,
@@ -99,7 +100,7 @@ def tiny_mixae(**params):
     return MixtureOfAutoencodersClusterer(**{**base, **params})
 
 
-def tiny_tree(**params):
+def tiny_tree(drop=(), **params):
     base = dict(
         max_epochs=4,
         expert_max_epochs=1,
@@ -111,7 +112,8 @@ def tiny_tree(**params):
         min_cluster_size=3,
         random_state=0,
     )
-    return HierarchicalEmbeddingMoEClassifier(**{**base, **params})
+    params = {k: v for k, v in {**base, **params}.items() if k not in drop}
+    return HierarchicalEmbeddingMoEClassifier(**params)
 
 
 def tiny_moe(gating, **params):
@@ -149,6 +151,32 @@ CASES = [
     ),
     ("tree-logreg-expert", tiny_tree(expert=LogisticRegression()), True),
     ("tree-depth0", tiny_tree(max_depth=0), True),
+    (
+        "tree-conv-embedder",
+        tiny_tree(
+            drop=("embedder__hidden_dims",),
+            embedder=ConvEmbedder,
+            embedder__image_shape=(1, 1, 5),
+            embedder__channels=(2,),
+            embedder__embedding_dim=4,
+            max_depth=0,
+        ),
+        True,
+    ),
+    (
+        "tree-deepmoe-embedder",
+        tiny_tree(
+            drop=("embedder__hidden_dims",),
+            embedder=DeepMoEEmbedder,
+            embedder__image_shape=(1, 1, 5),
+            embedder__channels=(2,),
+            embedder__embedding_channels=(2,),
+            embedder__embedding_dim=4,
+            embedder__hidden_dim=4,
+            max_depth=0,
+        ),
+        True,
+    ),
     ("dec", tiny_dec(), False),
     ("mixae", tiny_mixae(), False),
     ("vote-router", NeighborVoteRouter(AgglomerativeClustering(), n_clusters=3), False),
@@ -169,7 +197,7 @@ CASES = [
     ("pipeline", make_pipeline(StandardScaler(), tiny_tree()), True),
 ]
 NAMES = [c[0] for c in CASES]
-SPLIT_TREES = [n for n in NAMES if n.startswith("tree-") and n != "tree-depth0"]
+SPLIT_TREES = [n for n, est, _ in CASES if n.startswith("tree-") and est.max_depth > 0]
 
 
 def _outputs(est):
@@ -755,14 +783,16 @@ def test_lying_safetensors_header_is_refused(model_file, tmp_path):
     shape = header[key]["shape"]
     header[key]["shape"] = [s * 10 for s in shape]  # more data than the file has
 
-    def edit(meta):  # the attacker keeps the manifest consistent with the lie
+    lie = _safetensors_bytes(header, body)
+    # the manifest keeps the true shapes: safetensors refuses the header
+    with pytest.raises(ModelFileError, match="not a valid safetensors file"):
+        load(_rewrite(model_file, tmp_path / "a.hemoe", {name: lie}))
+
+    def edit(meta):  # the manifest lies too: the shapes do not fit the module
         meta["members"][name]["tensors"][key]["shape"] = header[key]["shape"]
 
-    evil = _rewrite(
-        model_file, tmp_path / "a.hemoe", {name: _safetensors_bytes(header, body)}, edit
-    )
-    with pytest.raises(ModelFileError, match="not a valid safetensors file"):
-        load(evil)
+    with pytest.raises(ModelFileError, match="weights do not fit the module"):
+        load(_rewrite(model_file, tmp_path / "c.hemoe", {name: lie}, edit))
     # a header length pointing past the end of the member
     blob = struct.pack("<Q", 10**9) + b"{}"
     with pytest.raises(ModelFileError, match="not a valid safetensors file"):
@@ -770,15 +800,26 @@ def test_lying_safetensors_header_is_refused(model_file, tmp_path):
 
 
 def test_declared_shapes_must_match_the_data(model_file, tmp_path):
-    # a tensor whose manifest entry declares another shape than its header
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    # a valid weights file whose tensor has another shape than the manifest
+    # declares (and the module needs)
     name, header, body = _tensor_member(model_file)
     key = next(k for k in header if k != "__metadata__")
+    with zipfile.ZipFile(model_file) as zf:
+        tensors = st_load(zf.read(name))
+    tensors[key] = torch.zeros(3, 1, 1)
+    swapped = _rewrite(model_file, tmp_path / "a.hemoe", {name: st_save(tensors)})
+    with pytest.raises(ModelFileError, match=f"tensor '{key}'.*declares"):
+        load(swapped)
 
+    # a manifest declaring other shapes than the module its parameters build
     def tensor_lie(meta):
         meta["members"][name]["tensors"][key]["shape"] = [1, 1, 1]
 
-    with pytest.raises(ModelFileError, match=f"tensor '{key}'.*declares"):
-        load(_rewrite(model_file, tmp_path / "a.hemoe", manifest=tensor_lie))
+    with pytest.raises(ModelFileError, match=f"weights do not fit.*'{key}'"):
+        load(_rewrite(model_file, tmp_path / "d.hemoe", manifest=tensor_lie))
     # an array replaced by a bigger one of the same dtype, manifest unchanged
     arr_name = _first(model_file, "arrays/")
     with zipfile.ZipFile(model_file) as zf:
@@ -807,6 +848,19 @@ def test_declared_shapes_must_match_the_data(model_file, tmp_path):
 
     with pytest.raises(ModelFileError, match="weights do not fit"):
         load(_rewrite(model_file, tmp_path / "c.hemoe", manifest=wrong_width))
+
+
+def test_huge_module_parameters_are_refused_before_allocating(model_file, tmp_path):
+    """A file asking for a 10^6 x 10^6 layer (4 TB) is refused from shapes
+    alone: the module is probed on the meta device first."""
+
+    def huge(meta):
+        for record in meta["objects"]:
+            if record["class"] == "HemoeNeuralNetClassifier":
+                record["params"]["module__hidden_dims"] = {"$tuple": [10**6, 10**6]}
+
+    with pytest.raises(ModelFileError, match="weights do not fit the module"):
+        load(_rewrite(model_file, tmp_path / "huge.hemoe", manifest=huge))
 
 
 @pytest.mark.parametrize(
