@@ -3,9 +3,13 @@
 ::
 
     hemoe-sk demo
-    hemoe-sk fit data.csv --target label --out model.joblib
-    hemoe-sk predict model.joblib new.csv --out predictions.csv
-    hemoe-sk explain model.joblib data.csv --out routes.csv --png figures/
+    hemoe-sk fit data.csv --target label --out model.hemoe
+    hemoe-sk predict model.hemoe new.csv --out predictions.csv
+    hemoe-sk explain model.hemoe data.csv --out routes.csv --png figures/
+
+Models are written in hemoe_sk's safe format (:func:`hemoe_sk.save`), which
+loading never executes; ``--format joblib`` (or a ``.joblib`` file name)
+writes and reads joblib files instead, which run code when loaded.
 """
 
 from __future__ import annotations
@@ -146,9 +150,69 @@ def _demo(args):
     return 0
 
 
-def _fit(args):
-    import joblib
+#: File name endings that mean joblib when --format is not given.
+_JOBLIB_SUFFIXES = (".joblib", ".pkl", ".pickle")
+_JOBLIB_WARNING = (
+    "hemoe-sk: warning: {path} is a joblib file: loading it runs code stored in "
+    "it, so load it only if you trust whoever wrote it (the default .hemoe "
+    "format runs nothing)."
+)
 
+
+def _model_format(args, path):
+    if args.format is not None:
+        return args.format
+    return "joblib" if str(path).lower().endswith(_JOBLIB_SUFFIXES) else "hemoe"
+
+
+def _save_model(model, names, args):
+    metadata = {"feature_names": list(names), "target": args.target}
+    if _model_format(args, args.out) == "joblib":
+        import joblib
+
+        joblib.dump({"model": model, **metadata}, args.out)
+        print(_JOBLIB_WARNING.format(path=args.out), file=sys.stderr)
+        return
+    from .persistence import save
+
+    save(model, args.out, metadata={**metadata, "written_by": "hemoe-sk fit"})
+
+
+def _load_model(args):
+    """``(model, feature names, target)`` of the file ``args.model``."""
+    if _model_format(args, args.model) == "joblib":
+        import joblib
+
+        print(_JOBLIB_WARNING.format(path=args.model), file=sys.stderr)
+        try:
+            bundle = joblib.load(args.model)
+        except Exception as exc:  # unpickling garbage can raise almost anything
+            raise CLIError(
+                f"cannot load {args.model}: not a joblib model file "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        if not isinstance(bundle, dict) or "model" not in bundle:
+            raise CLIError(f"{args.model} was not written by `hemoe-sk fit`.")
+        return bundle["model"], bundle["feature_names"], bundle.get("target")
+    from .persistence import ModelFileError, UntrustedTypeError, describe, load
+
+    try:
+        info = describe(args.model)
+        model = load(args.model)
+    except OSError as exc:
+        raise CLIError(f"cannot read {args.model}: {exc.strerror or exc}") from None
+    except (ModelFileError, UntrustedTypeError) as exc:
+        hint = ""
+        if "not a hemoe_sk model file" in str(exc):
+            hint = " (if it is a joblib file you trust, pass --format joblib)"
+        raise CLIError(f"{exc}{hint}") from None
+    meta = info.get("metadata") or {}
+    if "feature_names" not in meta:
+        raise CLIError(f"{args.model} was not written by `hemoe-sk fit`.")
+    return model, meta["feature_names"], meta.get("target")
+
+
+def _fit(args):
     from .classifier import HierarchicalEmbeddingMoEClassifier
 
     X, y, names = read_csv(args.csv, target=args.target, require_target=True)
@@ -170,8 +234,7 @@ def _fit(args):
     except (ValueError, TypeError) as exc:
         raise CLIError(f"cannot fit {args.csv}: {exc}") from None
     clf = model[-1]
-    bundle = {"model": model, "feature_names": names, "target": args.target}
-    joblib.dump(bundle, args.out)
+    _save_model(model, names, args)
     print(clf.export_text())
     print(
         f"\nfitted on {len(X)} rows x {len(names)} features in "
@@ -182,19 +245,8 @@ def _fit(args):
 
 
 def _predict(args):
-    import joblib
-
-    try:
-        bundle = joblib.load(args.model)
-    except Exception as exc:  # unpickling garbage can raise almost anything
-        raise CLIError(
-            f"cannot load {args.model}: not a joblib model file "
-            f"({type(exc).__name__}: {exc})"
-        ) from None
-    if not isinstance(bundle, dict) or "model" not in bundle:
-        raise CLIError(f"{args.model} was not written by `hemoe-sk fit`.")
-    model, names = bundle["model"], bundle["feature_names"]
-    X, _, file_names = read_csv(args.csv, target=bundle.get("target"))
+    model, names, target = _load_model(args)
+    X, _, file_names = read_csv(args.csv, target=target)
     missing = [n for n in names if n not in file_names]
     if missing:
         raise CLIError(f"{args.csv}: missing feature columns {missing}.")
@@ -227,23 +279,12 @@ def _predict(args):
 def _explain(args):
     import os
 
-    import joblib
-
     from . import inspection
 
-    try:
-        bundle = joblib.load(args.model)
-    except Exception as exc:  # unpickling garbage can raise almost anything
-        raise CLIError(
-            f"cannot load {args.model}: not a joblib model file "
-            f"({type(exc).__name__}: {exc})"
-        ) from None
-    if not isinstance(bundle, dict) or "model" not in bundle:
-        raise CLIError(f"{args.model} was not written by `hemoe-sk fit`.")
     if args.samples < 1:
         raise CLIError(f"--samples must be at least 1, got {args.samples}.")
-    model, names = bundle["model"], bundle["feature_names"]
-    X, y, file_names = read_csv(args.csv, target=bundle.get("target"))
+    model, names, target = _load_model(args)
+    X, y, file_names = read_csv(args.csv, target=target)
     missing = [n for n in names if n not in file_names]
     if missing:
         raise CLIError(f"{args.csv}: missing feature columns {missing}.")
@@ -320,11 +361,19 @@ def build_parser():
         "fit",
         help="fit on a CSV file and save the model",
         description="Fit StandardScaler + HierarchicalEmbeddingMoEClassifier on a CSV "
-        "file (header row, numeric features) and save it with joblib.",
+        "file (header row, numeric features) and save it in hemoe_sk's safe "
+        "format (or with joblib: --format joblib).",
     )
     fit.add_argument("csv", help="training data, a CSV file with a header row")
     fit.add_argument("--target", required=True, help="name of the label column")
-    fit.add_argument("--out", default="model.joblib", help="where to save the model")
+    fit.add_argument("--out", default="model.hemoe", help="where to save the model")
+    fit.add_argument(
+        "--format",
+        choices=("hemoe", "joblib"),
+        default=None,
+        help="model file format: hemoe (safe, the default) or joblib (runs code "
+        "when loaded); default: joblib for .joblib/.pkl names, else hemoe",
+    )
     fit.add_argument("--max-depth", type=int, default=2)
     fit.add_argument("--routing", choices=("hard", "soft"), default="soft")
     fit.add_argument("--max-epochs", type=int, default=40)
@@ -338,10 +387,17 @@ def build_parser():
         help="predict a CSV file with a saved model",
         description="Predict every row of a CSV file with a model saved by "
         "`hemoe-sk fit`. Feature columns are matched by name; a label column "
-        "is ignored. Only load model files you trust: joblib files run code.",
+        "is ignored. Safe-format files (the default) run nothing when loaded; "
+        "joblib files (--format joblib) run code: load only those you trust.",
     )
     predict.add_argument("model", help="a file written by `hemoe-sk fit`")
     predict.add_argument("csv", help="rows to predict, a CSV file with a header row")
+    predict.add_argument(
+        "--format",
+        choices=("hemoe", "joblib"),
+        default=None,
+        help="model file format; default: joblib for .joblib/.pkl names, else hemoe",
+    )
     predict.add_argument("--out", help="write predictions here instead of stdout")
     predict.add_argument(
         "--proba", action="store_true", help="also write class probabilities"
@@ -360,6 +416,12 @@ def build_parser():
     )
     explain.add_argument("model", help="a file written by `hemoe-sk fit`")
     explain.add_argument("csv", help="rows to explain, a CSV file with a header row")
+    explain.add_argument(
+        "--format",
+        choices=("hemoe", "joblib"),
+        default=None,
+        help="model file format; default: joblib for .joblib/.pkl names, else hemoe",
+    )
     explain.add_argument("--out", default="routes.csv", help="the routing CSV")
     explain.add_argument(
         "--png", metavar="DIR", help="also write tree.png, routing.png and "

@@ -7,7 +7,6 @@ import importlib.util
 import sys
 import warnings
 
-import joblib
 import matplotlib
 import numpy as np
 import pytest
@@ -544,8 +543,8 @@ def test_cli_explain(tab_data, tmp_path, capsys):
     model = _fit(make_pipeline(StandardScaler(), HierarchicalEmbeddingMoEClassifier(
         **{**TAB, "max_depth": 1})), X, y)
     assert model[-1].n_leaves_ > 1
-    joblib.dump({"model": model, "feature_names": names, "target": "animal"},
-                tmp_path / "model.joblib")
+    hemoe_sk.save(model, tmp_path / "model.hemoe",
+                  metadata={"feature_names": names, "target": "animal"})
     data = tmp_path / "data.csv"
     with open(data, "w", newline="") as f:
         w = csv.writer(f)
@@ -553,7 +552,7 @@ def test_cli_explain(tab_data, tmp_path, capsys):
         for row, label in zip(X[:50], y[:50]):
             w.writerow([*row, label])
     out, png = tmp_path / "routes.csv", tmp_path / "png"
-    assert main(["explain", str(tmp_path / "model.joblib"), str(data), "--out", str(out),
+    assert main(["explain", str(tmp_path / "model.hemoe"), str(data), "--out", str(out),
                  "--png", str(png), "--samples", "2"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("sample ") == 2 and "-> leaf" in printed
@@ -564,8 +563,8 @@ def test_cli_explain(tab_data, tmp_path, capsys):
     for name in ("tree.png", "routing.png", "attributions.png"):
         assert (png / name).stat().st_size > 1000
     assert main(["explain", str(data), str(data)]) == 2
-    assert "cannot load" in capsys.readouterr().err
-    assert main(["explain", str(tmp_path / "model.joblib"), str(data),
+    assert "not a hemoe_sk model file" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "model.hemoe"), str(data),
                  "--out", str(out), "--png", str(png), "--node", "99"]) == 2
     assert "node=99 does not exist" in capsys.readouterr().err
 
