@@ -237,7 +237,10 @@ def _trainable_core(module):
     residual expert would carry its frozen parent inside the correction).
     """
     while isinstance(module, (KLToParentModule, ResidualExpertModule)):
-        module = module.child if isinstance(module, KLToParentModule) else module.correction
+        if isinstance(module, KLToParentModule):
+            module = module.child
+        else:
+            module = module.correction
     return module
 
 
@@ -286,7 +289,9 @@ def _frozen_forward(layer, x):
         return F.linear(x, layer.weight.detach(), bias)
     if isinstance(layer, nn.Conv2d):
         return layer._conv_forward(x, layer.weight.detach(), bias)
-    raise TypeError(f"No frozen forward for {type(layer).__name__}.")  # pragma: no cover
+    raise TypeError(  # pragma: no cover
+        f"No frozen forward for {type(layer).__name__}."
+    )
 
 
 class _LoRABase(_FrozenHolder, nn.Module):
@@ -360,7 +365,8 @@ class LoRALinear(_LoRABase):
         super().__init__()
         if not isinstance(base, (nn.Linear, LoRALinear)):
             raise TypeError(
-                f"LoRALinear wraps an nn.Linear or LoRALinear, got {type(base).__name__}."
+                "LoRALinear wraps an nn.Linear or LoRALinear, got "
+                f"{type(base).__name__}."
             )
         self.in_features = base.in_features
         self.out_features = base.out_features
@@ -411,7 +417,8 @@ class LoRAConv2d(_LoRABase):
         super().__init__()
         if not isinstance(base, (nn.Conv2d, LoRAConv2d)):
             raise TypeError(
-                f"LoRAConv2d wraps an nn.Conv2d or LoRAConv2d, got {type(base).__name__}."
+                "LoRAConv2d wraps an nn.Conv2d or LoRAConv2d, got "
+                f"{type(base).__name__}."
             )
         for name in (
             "in_channels", "out_channels", "kernel_size", "stride", "padding",
@@ -694,7 +701,8 @@ class KLToParentModule(_FrozenHolder, nn.Module):
         cached = self._cache
         loss = cached["child"].new_zeros(())
         if cached["parent"] is not None:
-            loss = loss + self.weight * self.kl_to_parent(cached["child"], cached["parent"])
+            kl = self.kl_to_parent(cached["child"], cached["parent"])
+            loss = loss + self.weight * kl
         aux = getattr(self.child, "auxiliary_loss", None)
         if callable(aux):
             loss = loss + aux(y_true)
@@ -905,7 +913,8 @@ def make_expert_net(
     if kind == "lora":
         _check_rank_alpha(rank, alpha)
     parent = _unwrap_kl(net.module_)
-    if kind == "finetune" and kl_weight == 0 and not isinstance(net, ExpertNeuralNetClassifier):
+    plain = not isinstance(net, ExpertNeuralNetClassifier)
+    if kind == "finetune" and kl_weight == 0 and plain:
         return copy.deepcopy(net)
     if kind == "finetune":
         module = _copy_sharing_frozen(parent)
@@ -914,5 +923,7 @@ def make_expert_net(
     else:
         module = lora_expert(parent, rank, alpha, conv, random_state=random_state)
     if kl_weight > 0:
-        module = KLToParentModule(module, parent, weight=kl_weight, temperature=temperature)
+        module = KLToParentModule(
+            module, parent, weight=kl_weight, temperature=temperature
+        )
     return _expert_net(net, module)
