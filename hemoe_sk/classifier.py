@@ -23,7 +23,14 @@ from .base import (
 from .nn.build import EmbedderParamsMixin, build_embedder_net
 from .nn.inference import embed
 from .nn.training import RowSubset, seed_source, torch_seed, train_net
-from .node import SPLIT_TESTS, NetExpert, NodeContext, node_splits, search_node
+from .node import (
+    NET_EXPERTS,
+    SPLIT_TESTS,
+    NetExpert,
+    NodeContext,
+    node_splits,
+    search_node,
+)
 from .refine import refine_tree
 from .tree import HierarchyTree, Node
 
@@ -202,12 +209,24 @@ class HierarchicalEmbeddingMoEClassifier(
         routed to, or all leaves weighted by the product of the routing
         probabilities along their paths. Soft routing scored at least as well
         as hard on 5 of the 6 benchmark data sets, hence the default.
-    expert : {"finetune", "head"} or classifier, default="finetune"
-        How a cluster's expert is made: ``"finetune"`` continues training a
-        copy of the node's network on the cluster (and the copy becomes the
-        child node's embedder); ``"head"`` trains a new linear head on the
-        node's frozen embeddings; a scikit-learn classifier is cloned and fit
-        on the embeddings.
+    expert : {"finetune", "residual", "lora", "head"} or classifier, \
+            default="finetune"
+        How a cluster's expert is made (see :doc:`/experts`):
+        ``"finetune"`` continues training a copy of the node's network on the
+        cluster (and the copy becomes the child node's embedder);
+        ``"residual"`` keeps the node's network frozen and trains a copy of it
+        whose output layer starts at zero, added to the frozen logits, so an
+        untrained expert equals its parent; ``"lora"`` keeps the node's
+        network frozen and shared, and trains rank-``expert_rank`` adapters on
+        its Linear and Conv2d layers plus its own output layer (a leaf costs a
+        small fraction of a full copy); ``"head"`` trains a new linear head on
+        the node's frozen embeddings; a scikit-learn classifier is cloned and
+        fit on the embeddings.
+    expert_rank : int, default=4
+        Rank of the adapters of ``expert="lora"``.
+    expert_kl : float, default=0.0
+        Weight of a KL penalty pulling a network expert's predictions toward
+        its parent's (``"finetune"``, ``"residual"``, ``"lora"``); 0 is none.
     max_epochs : int, default=40
         Epochs of the root network.
     expert_max_epochs : int or None, default=None
@@ -299,8 +318,10 @@ class HierarchicalEmbeddingMoEClassifier(
         "validation_size": [Interval(numbers.Real, 0, 1, closed="neither")],
         "cv": [None, "cv_object"],
         "routing": [StrOptions({"hard", "soft"})],
+        "expert_rank": [Interval(numbers.Integral, 1, None, closed="left")],
+        "expert_kl": [Interval(numbers.Real, 0, None, closed="left")],
         "expert": [
-            StrOptions({"finetune", "head"}),
+            StrOptions({"finetune", "residual", "lora", "head"}),
             HasMethods(["fit", "predict_proba"]),
         ],
         "expert_max_epochs": [None, Interval(numbers.Integral, 1, None, closed="left")],
@@ -331,6 +352,8 @@ class HierarchicalEmbeddingMoEClassifier(
         cv=None,
         routing="soft",
         expert="finetune",
+        expert_rank=4,
+        expert_kl=0.0,
         max_epochs=40,
         expert_max_epochs=None,
         lr=1e-3,
@@ -364,6 +387,8 @@ class HierarchicalEmbeddingMoEClassifier(
         self.cv = cv
         self.routing = routing
         self.expert = expert
+        self.expert_rank = expert_rank
+        self.expert_kl = expert_kl
         self.max_epochs = max_epochs
         self.expert_max_epochs = expert_max_epochs
         self.lr = lr
@@ -584,6 +609,8 @@ class HierarchicalEmbeddingMoEClassifier(
             n_classes=n_classes,
             expert=self.expert,
             expert_epochs=expert_epochs,
+            expert_rank=int(self.expert_rank),
+            expert_kl=float(self.expert_kl),
             head_params={
                 "lr": self.lr,
                 "batch_size": self.batch_size,
@@ -699,7 +726,7 @@ class HierarchicalEmbeddingMoEClassifier(
             return
         parent = nodes[node.parent]
         # A fine-tuned expert reads X, not the parent's embeddings.
-        E = np.empty((len(rows), 0), np.float32) if self.expert == "finetune" else None
+        E = np.empty((len(rows), 0), np.float32) if self.expert in NET_EXPERTS else None
         context = self._context(
             node, rows, parent.embedder, X, y_enc, n_classes, expert_epochs, device, E
         )

@@ -38,6 +38,7 @@ from sklearn.model_selection import (
 
 from .cluster.routing import hard_assign, soft_assign
 from .nn.build import make_classifier_net
+from .nn.experts import make_expert_net
 from .nn.inference import predict_proba
 from .nn.modules import LinearHead
 from .nn.training import RowSubset, train_net
@@ -73,6 +74,11 @@ class ConstantExpert:
         proba = np.zeros((n, self.n_classes))
         proba[:, self.class_index] = 1.0
         return proba
+
+
+#: Experts that are networks started from the node's network (see
+#: :func:`hemoe_sk.nn.experts.make_expert_net`).
+NET_EXPERTS = ("finetune", "residual", "lora")
 
 
 class NetExpert:
@@ -186,8 +192,13 @@ class NodeContext:
     net : skorch net
         The node's network (embedder, and start point of fine-tuned experts).
     n_classes : int
-    expert : "finetune", "head" or a scikit-learn classifier
+    expert : "finetune", "residual", "lora", "head" or a scikit-learn classifier
     expert_epochs : int
+    expert_rank : int
+        Rank of LoRA experts' adapters.
+    expert_kl : float
+        Weight of a network expert's KL penalty toward its parent's
+        predictions (0: none).
     head_params : dict
         ``lr``, ``batch_size``, ``optimizer``, ``device`` for heads.
     name : str
@@ -227,6 +238,8 @@ class NodeContext:
     n_classes: int
     expert: object = "finetune"
     expert_epochs: int = 5
+    expert_rank: int = 4
+    expert_kl: float = 0.0
     head_params: dict = field(default_factory=dict)
     name: str = "node"
     overlap: float = 0.0
@@ -257,8 +270,15 @@ class NodeContext:
         labels = np.unique(self.y[rows])
         if len(labels) == 1:
             return ConstantExpert(labels[0], self.n_classes)
-        if isinstance(kind, str) and kind == "finetune":
-            net = copy.deepcopy(self.net)
+        if isinstance(kind, str) and kind in NET_EXPERTS:
+            net = (
+                copy.deepcopy(self.net)
+                if kind == "finetune" and not self.expert_kl
+                else make_expert_net(
+                    self.net, kind, rank=self.expert_rank, kl_weight=self.expert_kl,
+                    random_state=seed,
+                )
+            )
             train_net(
                 net,
                 RowSubset(self.X, self.y, rows),

@@ -261,3 +261,49 @@ def test_refinement_trains_the_whole_tree(split_tree, subclasses):
     assert_allclose(p2.sum(axis=1), 1.0)
     again = HierarchicalEmbeddingMoEClassifier(**params, refine_epochs=2).fit(X, y)
     assert_allclose(again.predict_proba(X), p2, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "params", [{"expert": "residual"}, {"expert": "lora"}, {"expert_kl": 1.0}]
+)
+def test_experts_that_keep_their_parent(split_tree, subclasses, params):
+    import pickle
+
+    from hemoe_sk.nn.experts import ExpertNeuralNetClassifier
+
+    X, y = subclasses
+    base_params, plain = split_tree
+    forced = {**base_params, "split_test": "none"}
+    clf = HierarchicalEmbeddingMoEClassifier(**forced, **params).fit(X, y)
+    assert clf.n_leaves_ > 1
+    leaves = [clf.tree_.nodes[i].classifier for i in clf.tree_.leaves]
+    assert all(isinstance(e.net, ExpertNeuralNetClassifier) for e in leaves)
+    proba = clf.predict_proba(X)
+    assert_allclose(proba.sum(axis=1), 1.0)
+    assert clf.score(X, y) > 0.8
+    again = pickle.loads(pickle.dumps(clf))
+    assert_allclose(again.predict_proba(X), proba, rtol=0, atol=0)
+
+
+def test_lora_leaves_are_small(split_tree, subclasses):
+    import pickle
+
+    X, y = subclasses
+    params, plain = split_tree
+    lora = HierarchicalEmbeddingMoEClassifier(**params, expert="lora").fit(X, y)
+    assert lora.n_leaves_ == plain.n_leaves_ > 1
+    # the frozen parents' weights are stored once, the adapters are small
+    assert len(pickle.dumps(lora)) < len(pickle.dumps(plain))
+
+
+def test_expert_nets_are_refused_by_the_safe_format_with_a_clear_error(
+    split_tree, subclasses, tmp_path
+):
+    import hemoe_sk
+    from hemoe_sk.persistence import UnsupportedComponentError
+
+    X, y = subclasses
+    params, _ = split_tree
+    clf = HierarchicalEmbeddingMoEClassifier(**params, expert="residual").fit(X, y)
+    with pytest.raises(UnsupportedComponentError, match="ExpertNeuralNetClassifier"):
+        hemoe_sk.save(clf, tmp_path / "m.hemoe")
