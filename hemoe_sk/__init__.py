@@ -2,7 +2,14 @@
 
 from .baselines import FineTunedEnsembleClassifier
 from .classifier import HierarchicalEmbeddingMoEClassifier
-from .cluster import DECClusterer, MixtureOfAutoencodersClusterer, NeighborVoteRouter
+from .cluster import (
+    BalancedKMeans,
+    ClassGroupClusterer,
+    DECClusterer,
+    MixtureOfAutoencodersClusterer,
+    NeighborVoteRouter,
+    WithinClassClusterer,
+)
 from .inspection import (
     AttributionDisplay,
     RoutingDisplay,
@@ -20,6 +27,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttributionDisplay",
+    "BalancedKMeans",
+    "ClassGroupClusterer",
     "DECClusterer",
     "FineTunedEnsembleClassifier",
     "HierarchicalEmbeddingMoEClassifier",
@@ -28,6 +37,7 @@ __all__ = [
     "NeighborVoteRouter",
     "RoutingDisplay",
     "TreeDisplay",
+    "WithinClassClusterer",
     "__version__",
     "describe",
     "explain_routes",

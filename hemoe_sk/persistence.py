@@ -306,6 +306,39 @@ _CODECS = (
             "training_agreement_",
         ),
     ),
+    _own(
+        "BalancedKMeans",
+        ["hemoe_sk.cluster.signals"],
+        "estimator",
+        arrays=("cluster_centers_", "labels_"),
+        values=("inertia_", "n_iter_", "n_clusters_", "training_agreement_"),
+    ),
+    _own(
+        "ClassGroupClusterer",
+        ["hemoe_sk.cluster.signals"],
+        "estimator",
+        arrays=("classes_", "confusion_", "group_of_class_", "labels_"),
+        values=(
+            "head_",
+            "n_clusters_",
+            "class_groups_",
+            "n_iter_",
+            "training_agreement_",
+        ),
+    ),
+    _own(
+        "WithinClassClusterer",
+        ["hemoe_sk.cluster.signals"],
+        "estimator",
+        arrays=(
+            "classes_",
+            "subcluster_centers_",
+            "subcluster_class_",
+            "subcluster_group_",
+            "labels_",
+        ),
+        values=("n_clusters_", "training_agreement_"),
+    ),
     # -- the fitted tree ----------------------------------------------------
     _own("HierarchyTree", ["hemoe_sk.tree"], "init", init=("nodes", "n_classes")),
     _own(
@@ -657,7 +690,8 @@ class _Writer:
             return value
         if isinstance(value, int):
             return int(value)
-        if isinstance(value, float):
+        if isinstance(value, float):  # numpy's float64 too: written as a float
+            value = float(value)
             return value if math.isfinite(value) else {"$float": repr(value)}
         if isinstance(value, np.ma.MaskedArray):
             return {

@@ -307,3 +307,19 @@ def test_expert_nets_are_refused_by_the_safe_format_with_a_clear_error(
     clf = HierarchicalEmbeddingMoEClassifier(**params, expert="residual").fit(X, y)
     with pytest.raises(UnsupportedComponentError, match="ExpertNeuralNetClassifier"):
         hemoe_sk.save(clf, tmp_path / "m.hemoe")
+
+
+def test_a_search_with_ineligible_candidates_saves_and_loads(split_tree, subclasses,
+                                                              tmp_path):
+    """An ineligible K scores NaN (numpy's float64): the safe format keeps it."""
+    import hemoe_sk
+
+    X, _ = subclasses
+    _, clf = split_tree
+    clf = __import__("copy").deepcopy(clf)
+    clf.tree_.nodes[0].search["scores"]["K=9"] = np.float64("nan")
+    hemoe_sk.save(clf, tmp_path / "m.hemoe")
+    loaded = hemoe_sk.load(tmp_path / "m.hemoe")
+    assert np.isnan(loaded.tree_.nodes[0].search["scores"]["K=9"])
+    assert loaded.tree_.nodes[0].search["decision"] == clf.tree_.nodes[0].search["decision"]
+    assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=0, atol=0)

@@ -3,5 +3,13 @@
 from .dec import DECClusterer
 from .mixae import MixtureOfAutoencodersClusterer
 from .routing import NeighborVoteRouter
+from .signals import BalancedKMeans, ClassGroupClusterer, WithinClassClusterer
 
-__all__ = ["DECClusterer", "MixtureOfAutoencodersClusterer", "NeighborVoteRouter"]
+__all__ = [
+    "BalancedKMeans",
+    "ClassGroupClusterer",
+    "DECClusterer",
+    "MixtureOfAutoencodersClusterer",
+    "NeighborVoteRouter",
+    "WithinClassClusterer",
+]
