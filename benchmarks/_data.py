@@ -352,6 +352,10 @@ def subsample(data, max_rows, seed=0):
         data.y[idx],
         scaling=data.scaling,
         source=data.source,
-        notes=[*data.notes, f"stratified subsample of {max_rows} training rows"],
+        notes=[
+            *data.notes,
+            f"stratified subsample of {max_rows} rows"
+            + ("" if data.test is None else " of the training part (the test part whole)"),
+        ],
         test=data.test,
     )
