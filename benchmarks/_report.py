@@ -272,7 +272,8 @@ def markdown(result):
         f"- load average at start: {meta['machine'].get('loadavg', '–')} "
         "(the machine may be shared: read times as ratios)",
         f"- seeds: {cfg['seeds']} (each seed is a new stratified split, "
-        f"{cfg['test_size']:.0%} test; models are seeded with it too)",
+        f"{cfg['test_size']:.0%} test, unless a data set notes an official split; "
+        "models are seeded with it too)",
         f"- neural budget: max_epochs={cfg['max_epochs']}, expert_max_epochs="
         f"{cfg['expert_max_epochs']} (resolved {cfg['expert_epochs']}), "
         f"max_depth={cfg['max_depth']}, "
