@@ -42,6 +42,9 @@ class Config:
     lr: float = 1e-3
     rf_trees: int = 200
     datalets_cv: int = 3
+    #: Parameters set on every tree (max_depth > 0) of the run, e.g.
+    #: ``{"split_test": "none"}`` to compare mechanisms on forced splits.
+    tree_params: dict = field(default_factory=dict)
 
     @property
     def expert_epochs(self):
@@ -142,6 +145,8 @@ def hemoe(ctx, embedder=None, **overrides):
         random_state=ctx.seed,
     )
     params.update(overrides)
+    if params["max_depth"] > 0:
+        params.update(c.tree_params)
     return cls(embedder, **accepted(cls, **params))
 
 

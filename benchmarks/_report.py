@@ -274,6 +274,11 @@ def markdown(result):
         f"- seeds: {cfg['seeds']} (each seed is a new stratified split, "
         f"{cfg['test_size']:.0%} test, unless a data set notes an official split; "
         "models are seeded with it too)",
+        *(
+            [f"- every tree (not base, not the controls) with: {cfg['tree_params']}"]
+            if cfg.get("tree_params")
+            else []
+        ),
         f"- neural budget: max_epochs={cfg['max_epochs']}, expert_max_epochs="
         f"{cfg['expert_max_epochs']} (resolved {cfg['expert_epochs']}), "
         f"max_depth={cfg['max_depth']}, "

@@ -215,6 +215,15 @@ def build_parser():
         help="learning rate of hemoe_sk's networks and nt-hmoe (default 1e-3)",
     )
     p.add_argument(
+        "--tree-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a parameter on every tree of the run (not on base or the "
+        "controls), e.g. --tree-param split_test=none to compare mechanisms on "
+        "forced splits; VALUE is read as a Python literal where it is one",
+    )
+    p.add_argument(
         "--rf-trees",
         type=int,
         help="trees of the random forest (default 200; --quick 50)",
@@ -292,6 +301,22 @@ def _settings(args):
     if args.csv is not None and args.datasets is None:
         preset["datasets"] = []
     return preset
+
+
+def _tree_params(items):
+    """``["a=1", "b=none"]`` -> ``{"a": 1, "b": "none"}``."""
+    import ast
+
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--tree-param wants NAME=VALUE, got {item!r}")
+        try:
+            params[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[name] = value
+    return params
 
 
 def _pipeline(data, estimator):
@@ -588,6 +613,7 @@ def main(argv=None):
         batch_size=args.batch_size,
         lr=args.lr,
         rf_trees=s["rf_trees"],
+        tree_params=_tree_params(args.tree_param),
     )
     if s["models"] == "quick":
         names = [m.name for m in MODELS.values() if m.quick]
@@ -656,6 +682,7 @@ def main(argv=None):
                 "batch_size": config.batch_size,
                 "lr": config.lr,
                 "rf_trees": config.rf_trees,
+                "tree_params": config.tree_params,
                 "threads": args.threads,
                 "baseline": BASELINE,
             },
