@@ -16,9 +16,9 @@ Add a data set with one decorated function::
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from sklearn.datasets import load_digits, make_classification

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 #: Name of the model every time and memory figure is divided by.
 BASELINE = "base"

@@ -7,6 +7,7 @@ import math
 from collections import defaultdict
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ._models import BASELINE
 
@@ -16,6 +17,17 @@ CONTROLS = ("ctrl-epochs", "ctrl-ensemble", "ctrl-wide")
 
 
 # -- small numeric helpers ------------------------------------------------------
+
+
+def clustering_accuracy(y_true, y_pred):
+    """Accuracy of the best one-to-one matching of clusters to classes."""
+    _, y_true = np.unique(y_true, return_inverse=True)
+    _, y_pred = np.unique(y_pred, return_inverse=True)
+    k = max(y_true.max(), y_pred.max()) + 1
+    counts = np.zeros((k, k))
+    np.add.at(counts, (y_pred, y_true), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    return counts[rows, cols].sum() / len(y_true)
 
 
 def _mean(values):

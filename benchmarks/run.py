@@ -1,5 +1,11 @@
 """Benchmark suite: ``python -m benchmarks.run [--quick] [options]``.
 
+Subcommands run the focused benchmarks instead of the suite:
+``python -m benchmarks.run dec [options]`` (DEC/IDEC against k-means),
+``python -m benchmarks.run moe [options]`` (the flat mixture of experts and
+DeepMoE) and ``python -m benchmarks.run routers [options]`` (node routers);
+``python -m benchmarks.run SUBCOMMAND --help`` lists each one's options.
+
 Fits every selected model on the same stratified splits of every selected
 data set (one split per seed, 30% test), each fit in a fresh child process,
 and writes ``<results-dir>/<name>.md``, ``<name>.json`` (or ``--out``) and
@@ -38,6 +44,9 @@ from ._models import BASELINE, MODELS, Config, Context, Skip
 from ._worker import Runner
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+#: ``python -m benchmarks.run NAME ...``: the module whose ``main(argv)`` runs it.
+SUBCOMMANDS = {"dec": "_dec", "moe": "_moe", "routers": "_routers"}
 
 #: Figures of a fit, copied to models evaluated on another model's fit.
 _FIT_FIGURES = ("fit_s", "rss_before_mb", "peak_rss_mb", "fit_mem_mb")
@@ -114,6 +123,11 @@ def build_parser():
             "Benchmark hemoe_sk against its base network, two honest controls, "
             "scikit-learn models and peer packages, on the same splits. Writes "
             "Markdown, JSON and a PNG figure."
+        ),
+        epilog=(
+            "Subcommands (instead of the suite): `dec` (DEC/IDEC against k-means), "
+            "`moe` (flat mixture of experts and DeepMoE), `routers` (node routers); "
+            "`python -m benchmarks.run SUBCOMMAND --help` lists their options."
         ),
     )
     p.add_argument(
@@ -580,8 +594,17 @@ def run_scaling(settings, runner, started, factors=(1, 2, 4, 8)):
 
 
 def main(argv=None):
-    """Run the suite; returns the result dict (also written to disk)."""
+    """Run the suite, or the subcommand named by ``argv[0]`` (see ``SUBCOMMANDS``).
+
+    Returns the suite's result dict (also written to disk), or what the
+    subcommand's ``main`` returns.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        module = importlib.import_module(f".{SUBCOMMANDS[argv[0]]}", __package__)
+        return module.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.list:
         print("data sets:")

@@ -48,8 +48,11 @@ __all__ = [
     "RoutingDisplay",
     "TreeDisplay",
     "explain_routes",
+    "export_gates",
     "export_routing",
     "format_route",
+    "moe_label_expert_matrix",
+    "plot_expert_heatmap",
     "route_attributions",
     "routing_module",
 ]
@@ -441,12 +444,7 @@ def export_routing(estimator, X, y, path):
     if y is not None:
         header = ["label", *header]
         rows = [[label, *row] for label, row in zip(y.tolist(), rows)]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([_fmt(v) for v in row])
-    return path
+    return _write_csv(path, header, rows)
 
 
 def _moe_table(estimator, X):
@@ -466,6 +464,182 @@ def _moe_table(estimator, X):
         for i in range(len(X))
     ]
     return header, rows
+
+
+# --------------------------------------------------------------------------
+# Flat mixture of experts: gates by label
+# --------------------------------------------------------------------------
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([_fmt(v) for v in row])
+    return path
+
+
+def _moe_gates(estimator, X, y):
+    """``(clf, validated X, gates, y)`` for a fitted flat mixture."""
+    clf, X = _resolve(estimator, X, kinds=(MixtureOfExpertsClassifier,))
+    gates = clf.gate_weights(X)
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != gates.shape[0]:
+        raise ValueError(f"X has {gates.shape[0]} samples but y has shape {y.shape}; "
+                         "y must be 1-d with one label per sample.")
+    return clf, X, gates, y
+
+
+def moe_label_expert_matrix(estimator, X, y):
+    """Mean gate weight of each expert over the samples of each label.
+
+    Parameters
+    ----------
+    estimator : MixtureOfExpertsClassifier or Pipeline
+        Fitted; a pipeline's first steps transform ``X``.
+    X : array-like of shape (n_samples, n_features)
+        Samples.
+    y : array-like of shape (n_samples,)
+        Their labels (need not be predicted ones).
+
+    Returns
+    -------
+    labels : ndarray of shape (n_labels,)
+        ``np.unique(y)``.
+    matrix : ndarray of shape (n_labels, n_experts)
+        Row ``i`` is the mean gate vector of the samples labelled
+        ``labels[i]``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_blobs
+    >>> from hemoe_sk import MixtureOfExpertsClassifier
+    >>> from hemoe_sk.inspection import moe_label_expert_matrix
+    >>> X, y = make_blobs(n_samples=120, centers=3, random_state=0)
+    >>> clf = MixtureOfExpertsClassifier(n_experts=2, max_epochs=3,
+    ...                                  random_state=0).fit(X, y)
+    >>> labels, matrix = moe_label_expert_matrix(clf, X, y)
+    >>> labels.tolist(), matrix.shape, bool(abs(matrix.sum(axis=1) - 1).max() < 1e-5)
+    ([0, 1, 2], (3, 2), True)
+    """
+    _, _, gates, y = _moe_gates(estimator, X, y)
+    labels, inverse = np.unique(y, return_inverse=True)
+    matrix = np.zeros((len(labels), gates.shape[1]))
+    np.add.at(matrix, inverse, gates)
+    matrix /= np.bincount(inverse, minlength=len(labels))[:, None]
+    return labels, matrix
+
+
+def export_gates(estimator, X, y, path):
+    """Write per-sample gate weights of a flat mixture, with labels, to CSV.
+
+    Columns: ``label`` (from ``y``), ``predicted`` (the model's prediction),
+    then ``expert_0`` ... ``expert_{n_experts-1}``. :func:`export_routing`
+    writes the same gates in the routing-CSV layout shared with the
+    hierarchical classifier.
+
+    Parameters
+    ----------
+    estimator : MixtureOfExpertsClassifier or Pipeline
+        Fitted; a pipeline's first steps transform ``X``.
+    X : array-like of shape (n_samples, n_features)
+        Samples.
+    y : array-like of shape (n_samples,)
+        Their labels.
+    path : str or path-like
+        Destination file (overwritten).
+
+    Returns
+    -------
+    path : str or path-like
+        ``path``, for chaining.
+
+    Examples
+    --------
+    >>> import csv, os, tempfile
+    >>> from sklearn.datasets import make_blobs
+    >>> from hemoe_sk import MixtureOfExpertsClassifier
+    >>> from hemoe_sk.inspection import export_gates
+    >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
+    >>> clf = MixtureOfExpertsClassifier(n_experts=2, max_epochs=3,
+    ...                                  random_state=0).fit(X, y)
+    >>> out = export_gates(clf, X, y, os.path.join(tempfile.mkdtemp(), "g.csv"))
+    >>> with open(out) as f:
+    ...     rows = list(csv.reader(f))
+    >>> rows[0], len(rows)
+    (['label', 'predicted', 'expert_0', 'expert_1'], 61)
+    """
+    clf, X, gates, y = _moe_gates(estimator, X, y)
+    predicted = _labels(clf.classes_, clf.predict_proba(X).argmax(axis=1))
+    header = ["label", "predicted", *(f"expert_{e}" for e in range(gates.shape[1]))]
+    rows = [[label, pred, *(float(g) for g in row)]
+            for label, pred, row in zip(y.tolist(), predicted, gates, strict=True)]
+    return _write_csv(path, header, rows)
+
+
+def plot_expert_heatmap(estimator, X, y, ax=None):
+    """Heatmap of :func:`moe_label_expert_matrix` (labels by experts).
+
+    With guided gating the experts assigned to each label are outlined,
+    so a well-trained gate shows a block diagonal inside the outlines.
+    :class:`RoutingDisplay` shows counts of the largest gate instead of mean
+    weights.
+
+    Parameters
+    ----------
+    estimator : MixtureOfExpertsClassifier or Pipeline
+        Fitted; a pipeline's first steps transform ``X``.
+    X : array-like of shape (n_samples, n_features)
+        Samples.
+    y : array-like of shape (n_samples,)
+        Their labels.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure is created when omitted.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        The axes drawn on.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import make_blobs
+    >>> from hemoe_sk import MixtureOfExpertsClassifier
+    >>> from hemoe_sk.inspection import plot_expert_heatmap
+    >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
+    >>> clf = MixtureOfExpertsClassifier(n_experts=2, max_epochs=3,
+    ...                                  random_state=0).fit(X, y)
+    >>> plot_expert_heatmap(clf, X, y).images[0].get_array().shape
+    (3, 2)
+    """
+    plt = _import_pyplot("plot_expert_heatmap")
+    from matplotlib.patches import Rectangle
+
+    clf = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    labels, matrix = moe_label_expert_matrix(estimator, X, y)
+    n_experts = matrix.shape[1]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.2 + 0.6 * n_experts, 1.0 + 0.4 * len(labels)))
+    image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.figure.colorbar(image, ax=ax, label="mean gate weight")
+    ax.set_xticks(range(n_experts))
+    ax.set_xticklabels([str(e) for e in range(n_experts)])
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels([str(label) for label in labels])
+    ax.set_xlabel("expert")
+    ax.set_ylabel("label")
+    ax.set_title(f"Gate weights by label ({clf.gating} gating)")
+    if clf.gating == "guided":
+        for e, assigned in enumerate(clf.expert_classes_):
+            assigned = set(assigned.tolist())
+            for i, label in enumerate(labels.tolist()):
+                if label in assigned:
+                    ax.add_patch(Rectangle((e - 0.5, i - 0.5), 1, 1, fill=False,
+                                           edgecolor="white", lw=1.5))
+    return ax
 
 
 # --------------------------------------------------------------------------

@@ -27,7 +27,6 @@ the module's ``auxiliary_loss`` adds the gating terms during training.
 
 from __future__ import annotations
 
-import csv
 from numbers import Integral, Real
 
 import numpy as np
@@ -296,123 +295,77 @@ class MixtureOfExpertsClassifier(ClassifierMixin, NetClassifierMixin, BaseNetEst
         """
         return self._gates(self._validate_X(X))
 
+    # Thin wrappers: the implementations live in hemoe_sk.inspection, which
+    # imports this module, so it is imported lazily here.
     def label_expert_matrix(self, X, y):
         """Mean gate weight of each expert over the samples of each label.
+
+        Same as :func:`hemoe_sk.inspection.moe_label_expert_matrix`.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Samples.
+            Samples to gate.
         y : array-like of shape (n_samples,)
-            Their labels (need not be predicted ones).
+            A label for each sample, true or otherwise.
 
         Returns
         -------
         labels : ndarray of shape (n_labels,)
-            ``np.unique(y)``.
+            The distinct labels of ``y``, sorted.
         matrix : ndarray of shape (n_labels, n_experts)
-            Row ``i`` is the mean gate vector of the samples labelled
-            ``labels[i]``.
+            One row per label: the mean gate vector of its samples.
         """
-        gates = self.gate_weights(X)
-        y = np.asarray(y)
-        if y.shape[0] != gates.shape[0]:
-            raise ValueError(f"X has {gates.shape[0]} samples but y has {y.shape[0]}.")
-        labels, inverse = np.unique(y, return_inverse=True)
-        matrix = np.zeros((len(labels), self.n_experts))
-        np.add.at(matrix, inverse, gates)
-        matrix /= np.bincount(inverse, minlength=len(labels))[:, None]
-        return labels, matrix
+        from .inspection import moe_label_expert_matrix
+
+        return moe_label_expert_matrix(self, X, y)
 
     def export_gates(self, X, y, path):
         """Write per-sample gate weights with their labels to a CSV file.
 
-        Columns: ``label`` (from ``y``), ``predicted`` (this model's
-        prediction), then ``expert_0`` ... ``expert_{n_experts-1}``.
+        Same as :func:`hemoe_sk.inspection.export_gates`. Columns: ``label``
+        (from ``y``), ``predicted`` (this model's prediction), then
+        ``expert_0`` ... ``expert_{n_experts-1}``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Samples.
+            Samples to gate.
         y : array-like of shape (n_samples,)
-            Their labels.
+            A label for each sample, written as the first column.
         path : str or path-like
-            Destination file (overwritten).
+            The CSV file to (over)write.
 
         Returns
         -------
         path : str or path-like
-            ``path``, for chaining.
+            The ``path`` given.
         """
-        X = self._validate_X(X)
-        y = np.asarray(y)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}.")
-        gates = self._gates(X)
-        predicted = self.classes_.take(predict_proba(self.net_, X).argmax(axis=1))
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(
-                ["label", "predicted", *(f"expert_{e}" for e in range(self.n_experts))]
-            )
-            for label, pred, row in zip(y, predicted, gates, strict=True):
-                writer.writerow([label, pred, *(f"{g:.6g}" for g in row)])
-        return path
+        from .inspection import export_gates
+
+        return export_gates(self, X, y, path)
 
     def plot_expert_heatmap(self, X, y, ax=None):
         """Heatmap of :meth:`label_expert_matrix` (labels by experts).
 
-        With guided gating the experts assigned to each label are outlined,
-        so a well-trained gate shows a block diagonal inside the outlines.
+        Same as :func:`hemoe_sk.inspection.plot_expert_heatmap`. With guided
+        gating the experts assigned to each label are outlined, so a
+        well-trained gate shows a block diagonal inside the outlines.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Samples.
+            Samples to gate.
         y : array-like of shape (n_samples,)
-            Their labels.
+            A label for each sample (the heatmap's rows).
         ax : matplotlib Axes, optional
-            Where to draw; a new figure is created when omitted.
+            Axes to draw on; None draws on a new figure.
 
         Returns
         -------
         ax : matplotlib Axes
-            The axes drawn on.
+            The axes holding the heatmap.
         """
-        try:
-            import matplotlib.pyplot as plt
-            from matplotlib.patches import Rectangle
-        except ImportError as exc:  # pragma: no cover - depends on install
-            raise ImportError(
-                "plot_expert_heatmap needs matplotlib; install it with "
-                "`pip install matplotlib` (or `pip install hemoe_sk[plot]`)."
-            ) from exc
-        labels, matrix = self.label_expert_matrix(X, y)
-        if ax is None:
-            _, ax = plt.subplots(
-                figsize=(1.2 + 0.6 * self.n_experts, 1.0 + 0.4 * len(labels))
-            )
-        image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
-        ax.figure.colorbar(image, ax=ax, label="mean gate weight")
-        ax.set_xticks(range(self.n_experts))
-        ax.set_xticklabels([str(e) for e in range(self.n_experts)])
-        ax.set_yticks(range(len(labels)))
-        ax.set_yticklabels([str(label) for label in labels])
-        ax.set_xlabel("expert")
-        ax.set_ylabel("label")
-        ax.set_title(f"Gate weights by label ({self.gating} gating)")
-        if self.gating == "guided":
-            for e, assigned in enumerate(self.expert_classes_):
-                for i, label in enumerate(labels):
-                    if label in set(assigned.tolist()):
-                        ax.add_patch(
-                            Rectangle(
-                                (e - 0.5, i - 0.5),
-                                1,
-                                1,
-                                fill=False,
-                                edgecolor="white",
-                                lw=1.5,
-                            )
-                        )
-        return ax
+        from .inspection import plot_expert_heatmap
+
+        return plot_expert_heatmap(self, X, y, ax=ax)

@@ -310,3 +310,24 @@ def test_wide_control_matches_the_leaves_parameters():
         dims = wide_hidden_dims(784, 10, n_leaves)
         assert dims[0] == 2 * dims[1] or abs(dims[0] - 2 * dims[1]) <= 1
         assert _n_parameters(784, 10, dims) == pytest.approx(n_leaves * base, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    "name, option",
+    [("dec", "--no-reuse"), ("moe", "--quick"), ("routers", "--no-clustering")],
+)
+def test_subcommand_help_exits_zero(name, option, capsys):
+    """``python -m benchmarks.run NAME --help`` reaches that benchmark's parser."""
+    with pytest.raises(SystemExit) as exc:
+        run.main([name, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"python -m benchmarks.run {name}" in out
+    assert option in out
+
+
+def test_clustering_accuracy_matches_best_relabelling():
+    # Clusters are a permutation of the classes but one sample: 5/6.
+    y_true = [0, 0, 1, 1, 2, 2]
+    y_pred = [2, 2, 0, 0, 1, 0]
+    assert _report.clustering_accuracy(y_true, y_pred) == pytest.approx(5 / 6)

@@ -126,6 +126,38 @@ def test_heatmap_without_matplotlib_says_so(monkeypatch):
         clf.plot_expert_heatmap(X, y)
 
 
+def test_wrappers_match_inspection_functions(tmp_path):
+    from hemoe_sk import inspection
+
+    X, y = make_classification(n_samples=60, n_features=4, n_classes=3,
+                               n_informative=3, n_redundant=0, random_state=0)
+    clf = MixtureOfExpertsClassifier(**{**TINY, "gating": "guided", "n_experts": 3,
+                                        "max_epochs": 2}).fit(X, y)
+    labels_m, matrix_m = clf.label_expert_matrix(X, y)
+    labels_f, matrix_f = inspection.moe_label_expert_matrix(clf, X, y)
+    np.testing.assert_array_equal(labels_m, labels_f)
+    np.testing.assert_array_equal(matrix_m, matrix_f)
+    # Rows are mean gate vectors: they sum to one.
+    np.testing.assert_allclose(matrix_m.sum(axis=1), 1.0, atol=1e-5)
+    a = clf.export_gates(X, y, tmp_path / "a.csv")
+    b = inspection.export_gates(clf, X, y, tmp_path / "b.csv")
+    assert open(a).read() == open(b).read()
+    with pytest.raises(ValueError, match="one label per sample"):
+        clf.label_expert_matrix(X, y[:-1])
+    with pytest.raises(TypeError, match="MixtureOfExpertsClassifier"):
+        inspection.moe_label_expert_matrix(object(), X, y)
+
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax_m = clf.plot_expert_heatmap(X, y)
+    ax_f = inspection.plot_expert_heatmap(clf, X, y)
+    np.testing.assert_array_equal(ax_m.images[0].get_array(), ax_f.images[0].get_array())
+    assert len(ax_m.patches) == len(ax_f.patches) == 3  # guided: one outline per label
+    plt.close("all")
+
+
 # -- top-k: only the selected experts run ------------------------------------
 
 

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_routers.py --quick     # a few minutes: the smoke test
-    python benchmarks/bench_routers.py             # full run (see docs/routers.rst)
-    python benchmarks/bench_routers.py --datasets digits --seeds 0 1 2
+    python -m benchmarks.run routers --quick     # a few minutes: the smoke test
+    python -m benchmarks.run routers             # full run (see docs/routers.rst)
+    python -m benchmarks.run routers --datasets digits --seeds 0 1 2
 
 Every router is plugged into the same ``HierarchicalEmbeddingMoEClassifier``
 (same embedder, epochs, depth and seeds), with ``overlap=0`` and
@@ -45,30 +45,27 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import platform
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `benchmarks` and a source checkout of hemoe_sk
-    sys.path.insert(0, str(ROOT))
+from hemoe_sk.classifier import HierarchicalEmbeddingMoEClassifier
+from hemoe_sk.cluster.dec import DECClusterer
+from hemoe_sk.cluster.mixae import MixtureOfAutoencodersClusterer
+from hemoe_sk.cluster.routing import NeighborVoteRouter
 
-from scipy.optimize import linear_sum_assignment  # noqa: E402
-from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.metrics import normalized_mutual_info_score  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
+from . import _data
+from ._report import clustering_accuracy
 
-from benchmarks import _data  # noqa: E402
-from hemoe_sk.classifier import HierarchicalEmbeddingMoEClassifier  # noqa: E402
-from hemoe_sk.cluster.dec import DECClusterer  # noqa: E402
-from hemoe_sk.cluster.mixae import MixtureOfAutoencodersClusterer  # noqa: E402
-from hemoe_sk.cluster.routing import NeighborVoteRouter  # noqa: E402
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 DATASETS = ["digits", "digits-coarse3", "segment", "optdigits"]
 OVERLAPS = (0.0, 0.2)
@@ -258,16 +255,6 @@ def markdown(table, cfg):
     return "\n".join(lines)
 
 
-def clustering_accuracy(y_true, y_pred):
-    _, y_true = np.unique(y_true, return_inverse=True)
-    _, y_pred = np.unique(y_pred, return_inverse=True)
-    k = max(y_true.max(), y_pred.max()) + 1
-    counts = np.zeros((k, k))
-    np.add.at(counts, (y_pred, y_true), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    return counts[rows, cols].sum() / len(y_true)
-
-
 def clustering_table(cfg):
     """Each router clustering the digits on its own (10 clusters)."""
     from sklearn.datasets import load_digits
@@ -321,7 +308,8 @@ def clustering_table(cfg):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run routers",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="small preset (subsampled data, few epochs): minutes")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
@@ -389,7 +377,7 @@ def main(argv=None):
     report = [
         f"# Node routers{' (quick run)' if args.quick else ''}",
         "",
-        f"`python benchmarks/bench_routers.py{' --quick' if args.quick else ''}`, "
+        f"`python -m benchmarks.run routers{' --quick' if args.quick else ''}`, "
         f"{_dt.date.today().isoformat()}; {header}; total {elapsed / 60:.1f} min.",
         "",
         "Routers:",
@@ -408,12 +396,9 @@ def main(argv=None):
     text = "\n".join(report) + "\n"
     print("\n" + text)
     out = (Path(args.out) if args.out
-           else ROOT / "benchmarks" / "results" / f"{cfg['name']}.md")
+           else RESULTS_DIR / f"{cfg['name']}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"written: {out}")
     return table
 
-
-if __name__ == "__main__":
-    main()

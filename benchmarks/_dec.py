@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_dec.py                      # digits and optdigits
-    python benchmarks/bench_dec.py --dataset digits     # one data set
-    python benchmarks/bench_dec.py --seeds 0 1 2        # several seeds
+    python -m benchmarks.run dec                      # digits and optdigits
+    python -m benchmarks.run dec --dataset digits     # one data set
+    python -m benchmarks.run dec --seeds 0 1 2        # several seeds
 
 Data: scikit-learn's ``load_digits`` (1,797 rows) and
 ``../shared/data/optdigits.csv`` (label column ``class``, last), pixels
@@ -36,13 +36,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-try:
-    import hemoe_sk  # noqa: F401  (installed, or from the checkout below)
-except ImportError:  # running from a source checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scipy.optimize import linear_sum_assignment
 from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
@@ -50,18 +43,8 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from hemoe_sk.cluster import DECClusterer
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def clustering_accuracy(y_true, y_pred):
-    """Accuracy of the best one-to-one matching of clusters to classes."""
-    _, y_true = np.unique(y_true, return_inverse=True)
-    _, y_pred = np.unique(y_pred, return_inverse=True)
-    k = max(y_true.max(), y_pred.max()) + 1
-    counts = np.zeros((k, k))
-    np.add.at(counts, (y_pred, y_true), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    return counts[rows, cols].sum() / len(y_true)
+from ._data import DEFAULT_DATA_DIR
+from ._report import clustering_accuracy
 
 
 def load(name, data_dir):
@@ -72,14 +55,14 @@ def load(name, data_dir):
     path = Path(data_dir) / "optdigits.csv"
     if not path.is_file():
         sys.exit(
-            f"bench_dec: {path} not found. The optdigits benchmark reads the "
+            f"benchmarks.run dec: {path} not found. The optdigits benchmark reads the "
             "project's ../shared/data folder (next to the checkout); pass "
             "--data-dir DIR, or run with --dataset digits."
         )
     with open(path) as fh:
         header = fh.readline().strip().split(",")
     if header[-1] != "class":
-        sys.exit(f"bench_dec: expected the last column of {path} to be 'class'.")
+        sys.exit(f"benchmarks.run dec: expected the last column of {path} to be 'class'.")
     data = np.loadtxt(path, delimiter=",", skiprows=1)
     return data[:, :-1] / 16.0, data[:, -1].astype(int)
 
@@ -148,7 +131,8 @@ def run_reuse(name, X, y, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run dec",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--dataset",
         choices=["digits", "optdigits", "all"],
@@ -178,6 +162,3 @@ def main(argv=None):
     if not args.no_reuse:
         run_reuse(names[0], *data[names[0]], args.seeds[0])
 
-
-if __name__ == "__main__":
-    main()

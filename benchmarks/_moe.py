@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_moe.py            # full run
-    python benchmarks/bench_moe.py --quick    # fewer epochs, smoke test
+    python -m benchmarks.run moe            # full run
+    python -m benchmarks.run moe --quick    # fewer epochs, smoke test
 
 Data: ``load_digits``, pixels divided by 16, 30% stratified test split
 (``random_state=0``).
@@ -24,17 +24,9 @@ on it): compare ratios within one run, not absolute seconds across runs.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-try:
-    import hemoe_sk  # noqa: F401
-except ImportError:  # running from a source checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -183,7 +175,8 @@ def bench_deepmoe(data, *, max_epochs=20, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run moe",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few epochs (smoke test)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -219,6 +212,3 @@ def main(argv=None):
     )
     bench_deepmoe(data, max_epochs=3 if args.quick else 20, seed=args.seed)
 
-
-if __name__ == "__main__":
-    main()
