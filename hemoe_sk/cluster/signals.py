@@ -417,7 +417,7 @@ class BalancedKMeans(ClusterMixin, BaseEstimator):
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_clusters_)
+        proba : ndarray of shape (n_samples, `n_clusters_`)
             Rows sum to one; their argmax is :meth:`predict`.
         """
         check_is_fitted(self)
@@ -678,7 +678,7 @@ class ClassGroupClusterer(ClusterMixin, BaseEstimator):
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_clusters_)
+        proba : ndarray of shape (n_samples, `n_clusters_`)
             Rows sum to one; their argmax is :meth:`predict`.
         """
         check_is_fitted(self)
@@ -918,7 +918,7 @@ class WithinClassClusterer(ClusterMixin, BaseEstimator):
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_clusters_)
+        proba : ndarray of shape (n_samples, `n_clusters_`)
             Rows sum to one.
         """
         check_is_fitted(self)
