@@ -85,6 +85,11 @@ SMALL_CONFIGS = {
             random_state=0,
         ),
     ],
+    # The split-signal clusterers: y=None (the checks' call) takes each one's
+    # documented fallback.
+    "BalancedKMeans": [dict(n_init=1, random_state=0)],
+    "ClassGroupClusterer": [dict(random_state=0)],
+    "WithinClassClusterer": [dict(random_state=0)],
     "NeighborVoteRouter": [
         dict(),
         dict(clusterer=KMeans(n_init=2), n_neighbors=5, weights="distance"),

@@ -12,30 +12,12 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import hemoe_sk.cluster.signals as signals
 from hemoe_sk import BalancedKMeans, ClassGroupClusterer, WithinClassClusterer
 from hemoe_sk.cluster.routing import n_routes, soft_assign
 
-# ---------------------------------------------------------------- sklearn checks
-
-# Every check passes, with y=None (the checks' usual call) handled by each
-# clusterer's documented fallback; the mapping stays so that an expected
-# failure, when one appears, is written down with its reason.
-EXPECTED_FAILED_CHECKS = {}
-
-
-@parametrize_with_checks(
-    [
-        BalancedKMeans(n_init=1),
-        ClassGroupClusterer(),
-        WithinClassClusterer(),
-    ],
-    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(type(est).__name__, {}),
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
+# scikit-learn's estimator checks run on these clusterers in tests/test_common.py.
 
 
 def test_docstring_examples_run():
