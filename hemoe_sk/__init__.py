@@ -23,7 +23,7 @@ from .inspection import (
 from .moe import MixtureOfExpertsClassifier
 from .persistence import describe, load, save
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AttributionDisplay",
