@@ -1,6 +1,5 @@
 """Route paths, routing CSV, differentiable routing, attributions and displays."""
 
-import contextlib
 import copy
 import csv
 import importlib.util
@@ -21,9 +20,9 @@ from sklearn.preprocessing import Normalizer, StandardScaler
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from _helpers import splits_preferred
 
 import hemoe_sk  # noqa: E402
-import hemoe_sk.node as node_module
 from hemoe_sk import (  # noqa: E402
     DECClusterer,
     HierarchicalEmbeddingMoEClassifier,
@@ -44,7 +43,7 @@ from hemoe_sk.inspection import (  # noqa: E402
 )
 from hemoe_sk.nn import ConvEmbedder, DeepMoEEmbedder  # noqa: E402
 from hemoe_sk.nn.nets import build_embedder_net, embed, torch_seed  # noqa: E402
-from hemoe_sk.node import NodeExpertsClassifier, Router  # noqa: E402
+from hemoe_sk.node import Router  # noqa: E402
 
 needs_captum = pytest.mark.skipif(
     importlib.util.find_spec("captum") is None,
@@ -52,30 +51,6 @@ needs_captum = pytest.mark.skipif(
 )
 
 
-@contextlib.contextmanager
-def splits_preferred():
-    """Keep a split whenever one is eligible (as in test_persistence).
-
-    Whether a split beats the unsplit node on tiny data is a coin toss; these
-    tests need trees that route, so a split candidate's held-out score gets a
-    bonus of 1.
-    """
-    original = NodeExpertsClassifier.score
-
-    def score(self, P, y, sample_weight=None):
-        bonus = 0.0 if getattr(self, "router_", None) is None else 1.0
-        return original(self, P, y, sample_weight) + bonus
-
-    def keep(*args, **kwargs):
-        decision = original_decide(*args, **kwargs)
-        decision.keep = True
-        return decision
-
-    original_decide = node_module.decide_split
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(NodeExpertsClassifier, "score", score)
-        mp.setattr(node_module, "decide_split", keep)
-        yield
 
 
 def _fit(est, X, y):

@@ -3,7 +3,6 @@ CPU-only machine, and hemoe_sk's safe format (hemoe_sk.persistence): round
 trips of every public estimator, and the files it must refuse."""
 
 import ast
-import contextlib
 import hashlib
 import inspect
 import io
@@ -20,6 +19,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _helpers import splits_preferred
 from sklearn.base import clone
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.decomposition import PCA
@@ -32,7 +32,6 @@ from skorch.exceptions import DeviceWarning
 from torch import nn
 
 import hemoe_sk
-import hemoe_sk.node as node_module
 from hemoe_sk import (
     DECClusterer,
     FineTunedEnsembleClassifier,
@@ -44,7 +43,6 @@ from hemoe_sk import (
 )
 from hemoe_sk.cli import main as cli_main
 from hemoe_sk.nn import ConvEmbedder, DeepMoEEmbedder
-from hemoe_sk.node import NodeExpertsClassifier
 from hemoe_sk.persistence import (
     FORMAT_VERSION,
     ModelFileError,
@@ -207,30 +205,6 @@ def _outputs(est):
     return est.transform(X)
 
 
-@contextlib.contextmanager
-def splits_preferred():
-    """Make every node search keep a split whenever one is eligible.
-
-    Whether a split beats the unsplit node on tiny data is a coin toss; these
-    tests need files that hold routers and experts, so a split candidate's
-    held-out score gets a bonus of 1.
-    """
-    original = NodeExpertsClassifier.score
-
-    def score(self, P, y, sample_weight=None):
-        bonus = 0.0 if getattr(self, "router_", None) is None else 1.0
-        return original(self, P, y, sample_weight) + bonus
-
-    def keep(*args, **kwargs):
-        decision = original_decide(*args, **kwargs)
-        decision.keep = True
-        return decision
-
-    original_decide = node_module.decide_split
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(NodeExpertsClassifier, "score", score)
-        mp.setattr(node_module, "decide_split", keep)
-        yield
 
 
 def _fit(est, supervised=True):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from _helpers import splits_preferred
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
@@ -25,7 +26,6 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-import hemoe_sk.node as node_module
 from hemoe_sk import HierarchicalEmbeddingMoEClassifier
 from hemoe_sk.baselines import FineTunedEnsembleClassifier
 from hemoe_sk.cluster import DECClusterer
@@ -33,7 +33,7 @@ from hemoe_sk.cluster import dec as dec_module
 from hemoe_sk.cluster.mixae import MixtureOfAutoencodersClusterer
 from hemoe_sk.moe import MixtureOfExpertsClassifier
 from hemoe_sk.nn.training import DivergenceError
-from hemoe_sk.node import ConstantExpert, NodeExpertsClassifier
+from hemoe_sk.node import ConstantExpert
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -164,27 +164,6 @@ def quiet():
         yield
 
 
-@contextlib.contextmanager
-def splits_preferred():
-    """Make node searches keep a split whenever one is eligible (a split
-    candidate's held-out score gets a bonus of 1), so that tests about what
-    happens *inside* clusters do not depend on a coin toss on tiny data."""
-    original = NodeExpertsClassifier.score
-
-    def score(self, P, y, sample_weight=None):
-        bonus = 0.0 if getattr(self, "router_", None) is None else 1.0
-        return original(self, P, y, sample_weight) + bonus
-
-    def keep(*args, **kwargs):
-        decision = original_decide(*args, **kwargs)
-        decision.keep = True
-        return decision
-
-    original_decide = node_module.decide_split
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(NodeExpertsClassifier, "score", score)
-        mp.setattr(node_module, "decide_split", keep)
-        yield
 
 
 @pytest.fixture(scope="module")
