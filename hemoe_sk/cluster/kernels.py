@@ -17,20 +17,30 @@ import numpy as np
 import torch
 from scipy.special import log_softmax
 
-__all__ = ["student_t_assign", "student_t_log_assign", "student_t_log_kernel"]
+__all__ = [
+    "squared_distances",
+    "student_t_assign",
+    "student_t_log_assign",
+    "student_t_log_kernel",
+]
 
 
-def _squared_distances(Z, centers):
-    """``||z_i - mu_j||^2`` for numpy (float64, expanded) or torch inputs."""
+def squared_distances(Z, centers, z_sq=None):
+    """``||z_i - mu_j||^2``, shape ``(len(Z), len(centers))``.
+
+    numpy input gives float64 without an ``(n, k, d)`` temporary; ``z_sq``,
+    the squared norms of the rows of ``Z``, may be passed when a loop reuses
+    them (k-means steps). torch input is differentiable.
+    """
     if isinstance(Z, torch.Tensor):
         return (Z[:, None, :] - centers[None, :, :]).pow(2).sum(dim=2)
     Z = np.asarray(Z, dtype=np.float64)
-    centers = np.asarray(centers, dtype=np.float64)
-    d2 = (
-        (Z * Z).sum(axis=1)[:, None]
-        - 2.0 * Z @ centers.T
-        + (centers * centers).sum(axis=1)[None, :]
-    )
+    C = np.asarray(centers, dtype=np.float64)
+    if z_sq is None:
+        z_sq = np.einsum("ij,ij->i", Z, Z)
+    d2 = Z @ (-2.0 * C.T)
+    d2 += z_sq[:, None]
+    d2 += np.einsum("ij,ij->i", C, C)[None, :]
     return np.maximum(d2, 0.0, out=d2)
 
 
@@ -38,7 +48,7 @@ def student_t_log_kernel(Z, centers, alpha=1.0):
     """Unnormalised log Student-t similarity of every row to every centre,
     ``-(alpha + 1) / 2 * log(1 + d^2 / alpha)``; its row-wise softmax is
     :func:`student_t_assign`. numpy (float64) or torch (differentiable)."""
-    d2 = _squared_distances(Z, centers)
+    d2 = squared_distances(Z, centers)
     log1p = torch.log1p if isinstance(d2, torch.Tensor) else np.log1p
     return -(alpha + 1.0) / 2.0 * log1p(d2 / alpha)
 

@@ -36,29 +36,16 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .kernels import squared_distances as _sq_distances
+
 __all__ = ["BalancedKMeans", "ClassGroupClusterer", "WithinClassClusterer"]
 
 _MAX_SEED = np.iinfo(np.int32).max
 
 
-def _sq_distances(X, centers, x_sq=None):
-    """Squared Euclidean distances, shape ``(len(X), len(centers))``, float64.
-
-    ``x_sq``, the squared norms of the rows of ``X``, may be given when they
-    are reused.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    C = np.asarray(centers, dtype=np.float64)
-    if x_sq is None:
-        x_sq = np.einsum("ij,ij->i", X, X)
-    d2 = X @ (-2.0 * C.T)
-    d2 += x_sq[:, None]
-    d2 += np.einsum("ij,ij->i", C, C)[None, :]
-    return np.maximum(d2, 0.0, out=d2)
-
-
 def _student_t(X, centers):
-    """Student-t kernel ``1 / (1 + d^2)`` to every centre (not normalised).
+    """Student-t kernel ``1 / (1 + d^2)`` to every centre (not normalised):
+    :mod:`hemoe_sk.cluster.kernels` with ``alpha=1``.
 
     The kernel of :func:`hemoe_sk.cluster.routing.soft_assign` for routers
     with ``cluster_centers_``, so soft routing agrees with it.
