@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.cluster import KMeans
+from sklearn.metrics import r2_score
 from sklearn.model_selection import (
     GridSearchCV,
     KFold,
@@ -37,9 +38,9 @@ from sklearn.model_selection import (
 )
 
 from .cluster.routing import hard_assign, soft_assign
-from .nn.build import make_classifier_net
+from .nn.build import make_classifier_net, make_regressor_net
 from .nn.experts import make_expert_net
-from .nn.inference import predict_proba
+from .nn.inference import predict_output
 from .nn.modules import LinearHead
 from .nn.training import RowSubset, train_net
 
@@ -53,9 +54,11 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# Experts. Each maps (X rows, node embeddings) to probabilities over all
-# classes of the tree, so a leaf that never saw a class still gives a column
-# for it.
+# Experts. Each maps (X rows, node embeddings) to the tree's output matrix:
+# probabilities over all classes of the tree for a classifier (so a leaf that
+# never saw a class still gives a column for it), standardised predictions of
+# every target for a regressor. The method keeps its classifier name,
+# ``predict_proba``, for both.
 # --------------------------------------------------------------------------
 
 
@@ -94,7 +97,7 @@ class NetExpert:
         self.net = net
 
     def predict_proba(self, X, rows, E):
-        return predict_proba(self.net, X, rows=rows)
+        return predict_output(self.net, X, rows=rows)
 
 
 class HeadExpert:
@@ -107,11 +110,12 @@ class HeadExpert:
         self.head = head
 
     def predict_proba(self, X, rows, E):
-        return predict_proba(self.head, E)
+        return predict_output(self.head, E)
 
 
 class SklearnExpert:
-    """Any scikit-learn classifier fitted on the node's embeddings."""
+    """Any scikit-learn classifier (or regressor) fitted on the node's
+    embeddings."""
 
     needs_embedding = True
     net = None
@@ -121,6 +125,10 @@ class SklearnExpert:
         self.n_classes = int(n_classes)
 
     def predict_proba(self, X, rows, E):
+        if not hasattr(self.estimator, "classes_"):  # a regressor
+            return np.asarray(self.estimator.predict(E), dtype=np.float64).reshape(
+                len(E), self.n_classes
+            )
         proba = np.zeros((len(E), self.n_classes))
         proba[:, self.estimator.classes_] = self.estimator.predict_proba(E)
         return proba
@@ -183,8 +191,9 @@ class NodeContext:
     ----------
     X : ndarray of shape (n_samples, n_features), float32
         The whole training matrix of the tree.
-    y : ndarray of shape (n_samples,), int64
-        Encoded labels of the whole training set.
+    y : ndarray of shape (n_samples,), int64, or (n_samples, n_outputs), float32
+        Encoded labels of the whole training set, or its standardised
+        regression targets.
     rows : ndarray of int
         The node's rows of ``X``.
     E : ndarray of shape (len(rows), embedding_dim)
@@ -192,7 +201,9 @@ class NodeContext:
     net : skorch net
         The node's network (embedder, and start point of fine-tuned experts).
     n_classes : int
+        Columns of the tree's output: classes, or regression targets.
     expert : "finetune", "residual", "lora", "head" or a scikit-learn classifier
+        (a regressor for regression)
     expert_epochs : int
     expert_rank : int
         Rank of LoRA experts' adapters.
@@ -222,8 +233,12 @@ class NodeContext:
         so the chosen candidate's experts become the node's final experts
         without training them again.
     row_correct : dict
-        Per held-out row, whether a candidate classified it correctly, keyed
-        by ``(candidate, held-out rows)``: what the paired split test reads.
+        Per held-out row, whether a candidate classified it correctly (for
+        regression: minus its squared error), keyed by ``(candidate,
+        held-out rows)``: what the paired split test reads.
+    regression : bool
+        The tree is a regressor: ``y`` holds real targets, experts predict
+        them, and candidates are scored by R^2.
 
     The caches only save work. A joblib backend that copies the context to
     other processes loses them, and the search then retrains what it needs
@@ -249,6 +264,7 @@ class NodeContext:
     fitted_routers: dict = field(default_factory=dict)
     fitted_experts: dict = field(default_factory=dict)
     row_correct: dict = field(default_factory=dict)
+    regression: bool = False
 
     def __deepcopy__(self, memo):
         return self
@@ -267,8 +283,8 @@ class NodeContext:
         """
         kind = self.expert if kind is None else kind
         rows = self.rows[positions]
-        labels = np.unique(self.y[rows])
-        if len(labels) == 1:
+        labels = None if self.regression else np.unique(self.y[rows])
+        if labels is not None and len(labels) == 1:
             return ConstantExpert(labels[0], self.n_classes)
         if isinstance(kind, str) and kind in NET_EXPERTS:
             net = (
@@ -290,19 +306,19 @@ class NodeContext:
             return NetExpert(net)
         E = self.E[positions]
         if isinstance(kind, str) and kind == "head":
-            head = make_classifier_net(
-                LinearHead,
-                n_features=E.shape[1],
-                n_classes=self.n_classes,
-                max_epochs=self.expert_epochs,
-                **self.head_params,
+            make_net = make_regressor_net if self.regression else make_classifier_net
+            outputs = {"n_outputs" if self.regression else "n_classes": self.n_classes}
+            head = make_net(
+                LinearHead, n_features=E.shape[1], max_epochs=self.expert_epochs,
+                **outputs, **self.head_params,
             )
             train_net(head, E, self.y[rows], seed=seed, stage=stage)
             return HeadExpert(head)
         estimator = clone(kind)
         if "random_state" in estimator.get_params():
             estimator.set_params(random_state=seed)
-        estimator.fit(E, self.y[rows])
+        y = self.y[rows]
+        estimator.fit(E, y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y)
         return SklearnExpert(estimator, self.n_classes)
 
 
@@ -312,6 +328,10 @@ def _fit_takes_y(estimator):
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return False
     return "y" in params
+
+
+def _squared_errors(pred, y):
+    return (pred - np.asarray(y).reshape(pred.shape)) ** 2
 
 
 def _rows_key(positions):
@@ -492,20 +512,33 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
         return proba
 
     def predict(self, P):
-        return self.predict_proba(P).argmax(axis=1)
+        out = self.predict_proba(P)
+        return out if self.context.regression else out.argmax(axis=1)
+
+    def row_outcomes(self, P, y):
+        """Per row of ``P``: whether it was classified correctly, or (for
+        regression) minus its squared error summed over the targets."""
+        if self.context.regression:
+            return -_squared_errors(self.predict(P), y).sum(axis=1)
+        return self.predict(P) == np.asarray(y)
 
     def score(self, P, y, sample_weight=None):
-        """Weighted accuracy: sum over clusters of (n_c / N) * acc_c.
+        """Weighted accuracy: sum over clusters of (n_c / N) * acc_c; for
+        regression, R^2 (averaged over the standardised targets).
 
         With hard routing this equals the accuracy of the routed experts. An
         ineligible candidate scores NaN, which the search ranks last.
         """
         if not self.eligible_:
             return np.nan
-        correct = self.predict(P) == np.asarray(y)
         key = (self.candidate_key, _rows_key(self._positions(P)))
-        self.context.row_correct[key] = correct
-        return float(np.mean(correct))
+        if not self.context.regression:
+            correct = self.predict(P) == np.asarray(y)
+            self.context.row_correct[key] = correct
+            return float(np.mean(correct))
+        pred = self.predict(P)
+        self.context.row_correct[key] = -_squared_errors(pred, y).sum(axis=1)
+        return float(r2_score(y, pred))  # averaged over the targets
 
 
 # --------------------------------------------------------------------------
@@ -528,6 +561,8 @@ def node_splits(y, validation_size, cv, seed):
         needed = int(cv)
     else:
         return list(cv.split(X_dummy, y))
+    if np.asarray(y).dtype.kind not in "iu":  # regression targets
+        return list(plain.split(X_dummy, y))
     counts = np.bincount(y)
     if counts[counts > 0].min() >= needed:
         try:
@@ -550,7 +585,9 @@ class SplitDecision:
     ----------
     keep : bool
     gain : float
-        Held-out accuracy of the split minus that of the unsplit node.
+        Held-out accuracy of the split minus that of the unsplit node (for
+        real-valued outcomes: the mean paired difference, e.g. the mean
+        reduction of squared error).
     p_value : float or None
         One-sided p-value of the paired test (``None`` for ``"margin"``).
     min_gain : float
@@ -560,7 +597,7 @@ class SplitDecision:
         Held-out rows compared.
     wins, losses : int
         Rows only the split (wins) or only the unsplit node (losses) got
-        right.
+        right (real-valued: rows where the split did better, or worse).
     """
 
     keep: bool
@@ -587,9 +624,14 @@ def decide_split(
 
     Parameters
     ----------
-    correct_split, correct_unsplit : array-like of bool, shape (n,)
+    correct_split, correct_unsplit : array-like of shape (n,)
         Per held-out row, whether the split (its routed experts) and the
-        unsplit node classified it correctly. The same rows, in one order.
+        unsplit node classified it correctly (bool, or integer 0/1). The same
+        rows, in one order. Floating-point outcomes are real-valued scores,
+        higher is better (a regressor's minus squared error): the gain is
+        then the mean paired difference, the bootstrap resamples those
+        differences, ``"auto"`` margin is the standard error of the unsplit
+        outcomes' mean, and ``"mcnemar"`` (a test of counts) is an error.
     test : {"bootstrap", "mcnemar", "margin", "none"}, default="bootstrap"
         ``"bootstrap"``: the rows are resampled with replacement
         ``n_resamples`` times; the p-value is the share of resamples in which
@@ -624,8 +666,8 @@ def decide_split(
     >>> decide_split(unsplit, unsplit).keep
     False
     """
-    a = np.asarray(correct_split, dtype=bool).ravel()
-    b = np.asarray(correct_unsplit, dtype=bool).ravel()
+    a = np.asarray(correct_split).ravel()
+    b = np.asarray(correct_unsplit).ravel()
     if a.shape != b.shape:
         raise ValueError(
             f"decide_split needs paired outcomes: got {a.shape[0]} and "
@@ -633,6 +675,10 @@ def decide_split(
         )
     if test not in SPLIT_TESTS:
         raise ValueError(f"test must be one of {SPLIT_TESTS}, got {test!r}.")
+    if len(a) and (a.dtype.kind == "f" or b.dtype.kind == "f"):
+        return _decide_real(a.astype(float), b.astype(float), test, alpha, min_gain,
+                            n_resamples, random_state)
+    a, b = a.astype(bool), b.astype(bool)
     n = len(a)
     wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
     if n == 0:
@@ -658,6 +704,36 @@ def decide_split(
     keep = test == "none" or (gain > margin and (p_value is None or p_value < alpha))
     return SplitDecision(bool(keep), float(gain), p_value, float(margin), test, n,
                          wins, losses)
+
+
+def _decide_real(a, b, test, alpha, min_gain, n_resamples, random_state):
+    """:func:`decide_split` for real-valued paired outcomes."""
+    if test == "mcnemar":
+        raise ValueError(
+            "split_test='mcnemar' compares counts of rows classified correctly; "
+            "a regressor's held-out outcomes are real-valued (minus squared "
+            "errors): use 'bootstrap', 'margin' or 'none'."
+        )
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("decide_split got NaN or inf held-out outcomes.")
+    n = len(a)
+    d = a - b
+    gain = float(d.mean())
+    if min_gain == "auto":
+        margin = float(b.std() / math.sqrt(n)) if test == "margin" else 0.0
+    else:
+        margin = float(min_gain)
+    p_value = None
+    if test == "bootstrap":
+        rng = np.random.default_rng(random_state)
+        means = np.empty(n_resamples)
+        for start in range(0, n_resamples, 500):  # bounded memory
+            stop = min(start + 500, n_resamples)
+            means[start:stop] = d[rng.integers(0, n, size=(stop - start, n))].mean(1)
+        p_value = (1 + np.count_nonzero(means <= 0)) / (n_resamples + 1)
+    keep = test == "none" or (gain > margin and (p_value is None or p_value < alpha))
+    return SplitDecision(bool(keep), gain, p_value, margin, test, n,
+                         int(np.sum(d > 0)), int(np.sum(d < 0)))
 
 
 @dataclass
@@ -706,7 +782,7 @@ def _held_out_correct(candidate, params, splits, y_node):
         )
         if correct is None:
             fitted = clone(est).fit(train.reshape(-1, 1))
-            correct = fitted.predict(test.reshape(-1, 1)) == y_node[test]
+            correct = fitted.row_outcomes(test.reshape(-1, 1), y_node[test])
         out.append(correct)
     return np.concatenate(out)
 

@@ -34,7 +34,7 @@ class Node:
     n_samples : int
         Training rows that reached the node.
     class_counts : ndarray of shape (n_classes,)
-        Their class counts.
+        Their class counts (empty in a regressor's tree).
     embedder : skorch net
         Network whose embeddings this node's router (and a head expert) reads.
     classifier : expert
@@ -51,7 +51,8 @@ class Node:
         empty when the node was not searched.
         Candidates are named ``"K=3"``, or by their clusterer parameters.
     train_accuracy : float
-        Accuracy of the node's classifier on its own training rows.
+        Accuracy of the node's classifier on its own training rows (R^2 of
+        its regressor in a regressor's tree).
     epochs : int
         Training epochs on the path from the root to this node, included.
     """
@@ -156,6 +157,20 @@ class HierarchyTree:
         total = proba.sum(axis=1, keepdims=True)
         return proba / np.where(total > 0, total, 1.0)
 
+    def predict_output(self, X, routing="hard"):
+        """The leaves' outputs (a regressor's standardised predictions),
+        taken from the reached leaf (hard routing) or averaged with the path
+        probabilities as weights (soft routing)."""
+        out = np.zeros((len(X), self.n_classes))
+        total = np.zeros((len(X), 1))
+
+        def visit_leaf(node, rows, weights, E):
+            out[rows] += weights[:, None] * node.classifier.predict_proba(X, rows, E)
+            total[rows, 0] += weights
+
+        self._walk(X, routing == "soft", visit_leaf)
+        return out / np.where(total > 0, total, 1.0)
+
     def apply(self, X):
         """Leaf id reached by every row under hard routing."""
         leaf = np.empty(len(X), dtype=np.intp)
@@ -183,8 +198,11 @@ class HierarchyTree:
         )
 
     # -- reading -------------------------------------------------------------
-    def export_text(self, class_names=None, decimals=3):
-        """A readable picture of the tree, one line per node."""
+    def export_text(self, class_names=None, decimals=3, score_name="accuracy"):
+        """A readable picture of the tree, one line per node.
+
+        ``score_name`` names the search's and the leaves' score ("R^2" for a
+        regressor, whose nodes have no class counts)."""
         names = (
             [str(c) for c in class_names]
             if class_names is not None
@@ -201,8 +219,10 @@ class HierarchyTree:
             node = self.nodes[node_id]
             head = (
                 f"{prefix}node {node.node_id} (depth {node.depth}, "
-                f"n={node.n_samples}) classes={fmt_counts(node.class_counts)}"
+                f"n={node.n_samples})"
             )
+            if len(node.class_counts):
+                head += f" classes={fmt_counts(node.class_counts)}"
             lines.append(head)
             pad = prefix.replace("|--- ", "|    ") + "    "
             if node.search:
@@ -212,7 +232,8 @@ class HierarchyTree:
                 )
                 chosen = len(node.children) if node.children else 1
                 lines.append(
-                    f"{pad}search (held-out weighted accuracy): {scores} -> K={chosen}"
+                    f"{pad}search (held-out weighted {score_name}): {scores} -> "
+                    f"K={chosen}"
                 )
                 decision = node.search.get("decision")
                 if decision is not None:
@@ -236,7 +257,7 @@ class HierarchyTree:
                 lines.append(f"{pad}{node.note}")
             if node.is_leaf:
                 lines.append(
-                    f"{pad}leaf: train accuracy {node.train_accuracy:.{decimals}f}"
+                    f"{pad}leaf: train {score_name} {node.train_accuracy:.{decimals}f}"
                 )
             for child in node.children:
                 visit(child, pad[:-4] + "|--- ")

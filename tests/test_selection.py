@@ -7,7 +7,7 @@ from scipy.stats import binomtest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_classification
 
-import hemoe_sk.classifier as classifier_module
+import hemoe_sk.hierarchy as hierarchy_module
 import hemoe_sk.node as node_module
 from hemoe_sk import HierarchicalEmbeddingMoEClassifier
 from hemoe_sk.node import decide_split
@@ -120,7 +120,7 @@ def trained_rows(monkeypatch):
         return original(net, X, y, **kwargs)
 
     monkeypatch.setattr(node_module, "train_net", record)
-    monkeypatch.setattr(classifier_module, "train_net", record)
+    monkeypatch.setattr(hierarchy_module, "train_net", record)
     return calls
 
 

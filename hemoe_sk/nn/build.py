@@ -3,6 +3,8 @@
 * :func:`make_classifier_net` builds a skorch ``NeuralNetClassifier`` with the
   settings hemoe_sk relies on (logits + ``CrossEntropyLoss``, no internal
   validation split, shuffled batches, silent, stopped at a NaN loss);
+  :func:`make_regressor_net` the same ``NeuralNetRegressor`` (outputs +
+  ``MSELoss``, float32 targets of shape ``(n, n_outputs)``);
 * :func:`build_embedder_net` resolves an ``embedder`` parameter (``None``, a
   module class or an unfitted skorch net) into such a net;
 * :class:`EmbedderParamsMixin` gives an estimator ``embedder__*`` keyword
@@ -15,7 +17,7 @@ import inspect
 
 import torch
 from sklearn.base import clone
-from skorch import NeuralNet, NeuralNetClassifier
+from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.utils import to_tensor
 from torch import nn
 
@@ -26,20 +28,22 @@ __all__ = [
     "EMBEDDER_PREFIX",
     "EmbedderParamsMixin",
     "HemoeNeuralNetClassifier",
+    "HemoeNeuralNetRegressor",
     "build_embedder_net",
     "make_classifier_net",
+    "make_regressor_net",
 ]
 
 EMBEDDER_PREFIX = "embedder__"
 
 
-class HemoeNeuralNetClassifier(NeuralNetClassifier):
-    """skorch classifier that adds a module's own auxiliary loss.
+class _AuxiliaryLossMixin:
+    """Adds a module's own auxiliary loss to a skorch net's training loss.
 
     A module may define ``auxiliary_loss(y_true)`` returning a scalar tensor
     computed from state it kept during its last ``forward`` (DeepMoE's gate
-    sparsity and shallow-embedding losses do this). It is added to the
-    criterion's loss during training only.
+    sparsity and shallow-embedding losses, the flat MoE's load balancing do
+    this). It is added to the criterion's loss during training only.
     """
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
@@ -48,6 +52,55 @@ class HemoeNeuralNetClassifier(NeuralNetClassifier):
         if training and callable(aux):
             loss = loss + aux(to_tensor(y_true, device=self.device))
         return loss
+
+
+class HemoeNeuralNetClassifier(_AuxiliaryLossMixin, NeuralNetClassifier):
+    """skorch classifier that adds a module's own auxiliary loss."""
+
+
+class HemoeNeuralNetRegressor(_AuxiliaryLossMixin, NeuralNetRegressor):
+    """skorch regressor that adds a module's own auxiliary loss.
+
+    A module may also replace the criterion during training with its own
+    ``regression_loss(y_pred, y_true)`` (the flat MoE's mixture likelihood,
+    which needs every expert's output, not only the gated mean that
+    ``forward`` returns and ``predict`` reads).
+    """
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        own = getattr(self.module_, "regression_loss", None)
+        if not (training and callable(own)):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        y_true = to_tensor(y_true, device=self.device)
+        loss = own(y_pred, y_true)
+        aux = getattr(self.module_, "auxiliary_loss", None)
+        return loss + aux(y_true) if callable(aux) else loss
+
+
+_TRAINING_DEFAULTS = dict(
+    max_epochs=10, lr=1e-3, batch_size=64, optimizer=torch.optim.Adam, device="cpu"
+)
+
+
+def _make_net(net_class, criterion, module, n_features, n_outputs, module_params,
+              max_epochs, lr, batch_size, optimizer, device):
+    params = {f"module__{k}": v for k, v in (module_params or {}).items()}
+    return net_class(
+        module,
+        module__n_features=int(n_features),
+        module__n_classes=int(n_outputs),
+        criterion=criterion,
+        optimizer=optimizer,
+        lr=lr,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        train_split=None,
+        iterator_train__shuffle=True,
+        callbacks=[("finite_loss", FiniteLossGuard())],
+        device=device,
+        verbose=0,
+        **params,
+    )
 
 
 def make_classifier_net(
@@ -75,22 +128,35 @@ def make_classifier_net(
     >>> net.initialize().module_.output.out_features
     3
     """
-    params = {f"module__{k}": v for k, v in (module_params or {}).items()}
-    return HemoeNeuralNetClassifier(
-        module,
-        module__n_features=int(n_features),
-        module__n_classes=int(n_classes),
-        criterion=nn.CrossEntropyLoss,
-        optimizer=optimizer,
-        lr=lr,
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        train_split=None,
-        iterator_train__shuffle=True,
-        callbacks=[("finite_loss", FiniteLossGuard())],
-        device=device,
-        verbose=0,
-        **params,
+    return _make_net(
+        HemoeNeuralNetClassifier, nn.CrossEntropyLoss, module, n_features, n_classes,
+        module_params, max_epochs, lr, batch_size, optimizer, device,
+    )
+
+
+def make_regressor_net(module, *, n_features, n_outputs, module_params=None,
+                       **training):
+    """Build an (uninitialised) skorch regressor around ``module``.
+
+    ``module`` is a class with the classifier modules' signature: it gets
+    ``n_features`` and ``n_classes=n_outputs`` (its number of outputs),
+    together with ``module_params``, and is trained with ``MSELoss`` on
+    float32 targets of shape ``(n_samples, n_outputs)``. ``training`` takes
+    :func:`make_classifier_net`'s ``max_epochs``, ``lr``, ``batch_size``,
+    ``optimizer`` and ``device``, with the same defaults.
+
+    Examples
+    --------
+    >>> from hemoe_sk.nn import MLPEmbedder
+    >>> net = make_regressor_net(MLPEmbedder, n_features=4, n_outputs=2,
+    ...                          module_params={"hidden_dims": (8,)})
+    >>> net.initialize().module_.output.out_features
+    2
+    """
+    training = {**_TRAINING_DEFAULTS, **training}
+    return _make_net(
+        HemoeNeuralNetRegressor, nn.MSELoss, module, n_features, n_outputs,
+        module_params, **training,
     )
 
 
@@ -151,9 +217,11 @@ def build_embedder_net(
     n_features,
     n_classes,
     embedder_params=None,
+    regression=False,
     **training,
 ):
-    """Resolve an ``embedder`` parameter into an unfitted skorch classifier.
+    """Resolve an ``embedder`` parameter into an unfitted skorch classifier
+    (or regressor).
 
     Parameters
     ----------
@@ -164,9 +232,12 @@ def build_embedder_net(
         its own training settings; ``n_features``/``n_classes`` are filled in
         when its module accepts them and the net does not set them.
     n_features, n_classes : int
-        Input size and number of classes.
+        Input size and number of classes (of regression outputs).
     embedder_params : dict, optional
         Module arguments (the estimator's ``embedder__*`` values).
+    regression : bool, default=False
+        Build a module class into :func:`make_regressor_net` (``MSELoss``)
+        instead of :func:`make_classifier_net`.
     **training
         ``max_epochs``, ``lr``, ``batch_size``, ``optimizer``, ``device`` for
         :func:`make_classifier_net` (ignored for a skorch net).
@@ -174,6 +245,14 @@ def build_embedder_net(
     if embedder is None:
         embedder = MLPEmbedder
     if isinstance(embedder, type) and issubclass(embedder, nn.Module):
+        if regression:
+            return make_regressor_net(
+                embedder,
+                n_features=n_features,
+                n_outputs=n_classes,
+                module_params=embedder_params,
+                **training,
+            )
         return make_classifier_net(
             embedder,
             n_features=n_features,
@@ -182,6 +261,11 @@ def build_embedder_net(
             **training,
         )
     if isinstance(embedder, NeuralNet):
+        if regression and isinstance(embedder, NeuralNetClassifier):
+            raise TypeError(
+                "A regressor's embedder cannot be a skorch NeuralNetClassifier; "
+                "pass a NeuralNetRegressor or a module class."
+            )
         if embedder_params:
             raise ValueError(
                 "embedder__* parameters configure a module class; with a skorch "

@@ -19,6 +19,7 @@ __all__ = [
     "device_of",
     "embed",
     "module_of",
+    "predict_output",
     "predict_proba",
 ]
 
@@ -140,3 +141,17 @@ def predict_proba(net_or_module, X, *, rows=None, batch_size=EVAL_BATCH_SIZE):
     proba = np.exp(logits)
     proba /= proba.sum(axis=1, keepdims=True)
     return proba
+
+
+def predict_output(net, X, *, rows=None, batch_size=EVAL_BATCH_SIZE):
+    """What a fitted net predicts, as float64: class probabilities for a
+    skorch classifier (:func:`predict_proba`), the module's raw outputs
+    ``(n_samples, n_outputs)`` for any other net (a regressor)."""
+    from skorch import NeuralNetClassifier
+
+    if isinstance(net, NeuralNetClassifier):
+        return predict_proba(net, X, rows=rows, batch_size=batch_size)
+    module = module_of(net)
+    out = batched(module, module, X, batch_size, rows).astype(np.float64)
+    out = out.reshape(len(out), -1)
+    return check_finite_outputs(out, "outputs")
