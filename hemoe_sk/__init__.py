@@ -21,7 +21,9 @@ from .inspection import (
     routing_module,
 )
 from .moe import MixtureOfExpertsClassifier
+from .moe_regressor import MixtureOfExpertsRegressor
 from .persistence import describe, load, save
+from .regressor import HierarchicalEmbeddingMoERegressor
 
 __version__ = "0.2.0"
 
@@ -32,8 +34,10 @@ __all__ = [
     "DECClusterer",
     "FineTunedEnsembleClassifier",
     "HierarchicalEmbeddingMoEClassifier",
+    "HierarchicalEmbeddingMoERegressor",
     "MixtureOfAutoencodersClusterer",
     "MixtureOfExpertsClassifier",
+    "MixtureOfExpertsRegressor",
     "NeighborVoteRouter",
     "RoutingDisplay",
     "TreeDisplay",

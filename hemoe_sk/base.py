@@ -9,8 +9,10 @@ seeds drawn without touching numpy's global RNG, and training through
 tenth of the learning rate). :class:`NetClassifierMixin` adds what is
 specific to classification: label encoding with the classic checks (at least
 two samples and two classes, no NaN, matching lengths) and ``predict`` and
-``predict_log_proba`` derived from ``predict_proba``. A regressor would pair
-the base with ``RegressorMixin`` and its own target checks.
+``predict_log_proba`` derived from ``predict_proba``. :class:`NetRegressorMixin`
+does the same for regression: numeric, finite 1-D or 2-D targets,
+standardised for training (so one learning rate fits every target scale),
+and predictions put back on the targets' scale and shape.
 
 A subclass lists its own parameters in ``__init__`` (scikit-learn reads them
 from its signature) and builds its constraints from the shared ones::
@@ -45,6 +47,7 @@ __all__ = [
     "N_JOBS_CONSTRAINT",
     "BaseNetEstimator",
     "NetClassifierMixin",
+    "NetRegressorMixin",
     "check_layer_sizes",
     "encode_labels",
     "keep_state_on_error",
@@ -255,3 +258,68 @@ class NetClassifierMixin:
         """
         proba = self.predict_proba(X)  # checks first that the model is fitted
         return self.classes_.take(proba.argmax(axis=1))
+
+
+class NetRegressorMixin:
+    """Regression on top of :class:`BaseNetEstimator`.
+
+    Put it after ``RegressorMixin`` and before the base::
+
+        class MyNetRegressor(RegressorMixin, NetRegressorMixin, BaseNetEstimator):
+            ...
+
+    :meth:`_validate_training_data` checks the targets and standardises them
+    (the mean and scale are stored as ``y_mean_`` and ``y_scale_`` by
+    :meth:`_set_target_attributes`); :meth:`_to_targets` maps the nets'
+    standardised outputs back to the scale and shape of ``y``. Regression
+    nets train on float32 targets of shape ``(n_samples, n_outputs)``.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _validate_training_data(self, X, y):
+        """Validate ``(X, y)``; return ``(X, Y, target_info)``.
+
+        ``Y`` is the standardised float32 target matrix ``(n_samples,
+        n_outputs)``; ``target_info`` is what :meth:`_set_target_attributes`
+        stores once fit succeeds. Raises a ValueError for fewer than two
+        samples or targets that are not numbers, or NaN or inf.
+        """
+        X, y = validate_data(
+            self, X, y, dtype=np.float32, multi_output=True, y_numeric=True
+        )
+        y = np.asarray(y)
+        if y.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{type(self).__name__} is a regressor: y must be numeric; got "
+                f"dtype {y.dtype}."
+            )
+        if len(X) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 samples; got "
+                f"n_samples = {len(X)}."
+            )
+        if y.ndim > 2:
+            raise ValueError(f"y must be 1-D or 2-D; got shape {y.shape}.")
+        Y = y.astype(np.float64).reshape(len(y), -1)
+        mean = Y.mean(axis=0)
+        scale = Y.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        Y = ((Y - mean) / scale).astype(np.float32)
+        return X, Y, (mean, scale, y.ndim)
+
+    def _set_target_attributes(self, target_info):
+        mean, scale, ndim = target_info
+        self.y_mean_ = mean
+        self.y_scale_ = scale
+        self.n_outputs_ = len(mean)
+        self.y_ndim_ = int(ndim)
+
+    def _to_targets(self, out):
+        """Standardised outputs ``(n, n_outputs)`` -> predictions on the scale
+        of ``y``, 1-D when ``y`` was."""
+        pred = np.asarray(out, dtype=np.float64) * self.y_scale_ + self.y_mean_
+        return pred.ravel() if self.y_ndim_ == 1 else pred

@@ -49,7 +49,71 @@ from .nn.moe import GATINGS, LOSSES, MixtureOfExpertsModule, class_expert_map
 __all__ = ["MixtureOfExpertsClassifier"]
 
 
-class MixtureOfExpertsClassifier(ClassifierMixin, NetClassifierMixin, BaseNetEstimator):
+class FlatMoEMixin:
+    """What the flat mixture-of-experts classifier and regressor share.
+
+    :meth:`_fit_net` checks the layer sizes and ``k``, builds the skorch net
+    around the torch module, trains it and keeps it as ``net_`` with the
+    experts' mean gate weights as ``expert_usage_``; :meth:`gate_weights`
+    reads the gate.
+    """
+
+    def _fit_net(self, X, y, make_net, module, n_outputs, **module_params):
+        expert_hidden = check_layer_sizes(self.expert_hidden, "expert_hidden")
+        gate_hidden = check_layer_sizes(self.gate_hidden, "gate_hidden")
+        if self.gating == "topk" and self.k > self.n_experts:
+            raise ValueError(f"k={self.k} must not exceed n_experts={self.n_experts}.")
+        (seed,) = self._draw_seeds(1)
+        net = make_net(
+            module,
+            n_features=X.shape[1],
+            module_params=dict(
+                n_experts=self.n_experts,
+                expert_hidden=expert_hidden,
+                gate_hidden=gate_hidden,
+                gating=self.gating,
+                k=self.k if self.gating == "topk" else 1,
+                loss=self.loss,
+                balance_weight=self.balance_weight,
+                **module_params,
+            ),
+            **n_outputs,
+            **self._net_params(),
+        )
+        if self.verbose:
+            net.set_params(verbose=1)
+        # skorch wraps numpy arrays with torch.as_tensor, which warns on
+        # read-only buffers (e.g. joblib memmaps): copy only in that case.
+        X = np.require(X, requirements=["W"])
+        self._train(net, X, y, seed=seed, stage="training")
+        self.net_ = net
+        self.expert_usage_ = self._gates(X).mean(axis=0).astype(np.float64)
+
+    def _gates(self, X):
+        module = self.net_.module_
+        out = batched(module, module.gate_weights, X, EVAL_BATCH_SIZE)
+        return out.reshape(len(X), self.n_experts)
+
+    def gate_weights(self, X):
+        """Gate weight of every expert for every sample (eval mode, no noise).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        gates : ndarray of shape (n_samples, n_experts)
+            Rows sum to one; with top-k gating only ``k`` entries per row are
+            non-zero.
+        """
+        return self._gates(self._validate_X(X))
+
+
+class MixtureOfExpertsClassifier(
+    ClassifierMixin, FlatMoEMixin, NetClassifierMixin, BaseNetEstimator
+):
     """Mixture of MLP experts with a learned gate, trained end to end.
 
     Parameters
@@ -216,39 +280,15 @@ class MixtureOfExpertsClassifier(ClassifierMixin, NetClassifierMixin, BaseNetEst
             Fitted estimator.
         """
         X, y_enc, classes = self._validate_training_data(X, y)
-        expert_hidden = check_layer_sizes(self.expert_hidden, "expert_hidden")
-        gate_hidden = check_layer_sizes(self.gate_hidden, "gate_hidden")
-        if self.gating == "topk" and self.k > self.n_experts:
-            raise ValueError(f"k={self.k} must not exceed n_experts={self.n_experts}.")
         n_classes = len(classes)
-        (seed,) = self._draw_seeds(1)
-        net = make_classifier_net(
-            MixtureOfExpertsModule,
-            n_features=X.shape[1],
-            n_classes=n_classes,
-            module_params=dict(
-                n_experts=self.n_experts,
-                expert_hidden=expert_hidden,
-                gate_hidden=gate_hidden,
-                gating=self.gating,
-                k=self.k if self.gating == "topk" else 1,
-                loss=self.loss,
-                balance_weight=self.balance_weight,
-                assignment_weight=self.assignment_weight,
-                diversity_weight=self.diversity_weight,
-                l2_weight=self.l2_weight,
-            ),
-            **self._net_params(),
+        self._fit_net(
+            X, y_enc, make_classifier_net, MixtureOfExpertsModule,
+            {"n_classes": n_classes},
+            assignment_weight=self.assignment_weight,
+            diversity_weight=self.diversity_weight,
+            l2_weight=self.l2_weight,
         )
-        if self.verbose:
-            net.set_params(verbose=1)
-        # skorch wraps numpy arrays with torch.as_tensor, which warns on
-        # read-only buffers (e.g. joblib memmaps): copy only in that case.
-        X = np.require(X, requirements=["W"])
-        self._train(net, X, y_enc, seed=seed, stage="training")
         self.classes_ = classes
-        self.net_ = net
-        self.expert_usage_ = self._gates(X).mean(axis=0).astype(np.float64)
         if self.gating == "guided":
             m = class_expert_map(n_classes, self.n_experts)
             self.expert_classes_ = [
@@ -274,27 +314,6 @@ class MixtureOfExpertsClassifier(ClassifierMixin, NetClassifierMixin, BaseNetEst
         return predict_proba(self.net_, X)
 
     # -- diagnostics ------------------------------------------------------
-    def _gates(self, X):
-        module = self.net_.module_
-        out = batched(module, module.gate_weights, X, EVAL_BATCH_SIZE)
-        return out.reshape(len(X), self.n_experts)
-
-    def gate_weights(self, X):
-        """Gate weight of every expert for every sample (eval mode, no noise).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        gates : ndarray of shape (n_samples, n_experts)
-            Rows sum to one; with top-k gating only ``k`` entries per row are
-            non-zero.
-        """
-        return self._gates(self._validate_X(X))
-
     # Thin wrappers: the implementations live in hemoe_sk.inspection, which
     # imports this module, so it is imported lazily here.
     def label_expert_matrix(self, X, y):

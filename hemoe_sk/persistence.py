@@ -240,6 +240,17 @@ _NODE_FIELDS = (
     "note",
 )
 
+#: Fitted values of both hierarchical estimators.
+_TREE_VALUES = (
+    "embedder_",
+    "tree_",
+    "n_leaves_",
+    "depth_",
+    "expert_max_epochs_",
+    "max_path_epochs_",
+    "refine_loss_",
+)
+
 _CODECS = (
     # -- hemoe_sk's public estimators -------------------------------------
     _own(
@@ -247,15 +258,21 @@ _CODECS = (
         ["hemoe_sk.classifier"],
         "estimator",
         arrays=("classes_",),
-        values=(
-            "embedder_",
-            "tree_",
-            "n_leaves_",
-            "depth_",
-            "expert_max_epochs_",
-            "max_path_epochs_",
-            "refine_loss_",
-        ),
+        values=_TREE_VALUES,
+    ),
+    _own(
+        "HierarchicalEmbeddingMoERegressor",
+        ["hemoe_sk.regressor"],
+        "estimator",
+        arrays=("y_mean_", "y_scale_"),
+        values=("n_outputs_", "y_ndim_", *_TREE_VALUES),
+    ),
+    _own(
+        "MixtureOfExpertsRegressor",
+        ["hemoe_sk.moe_regressor"],
+        "estimator",
+        arrays=("y_mean_", "y_scale_", "expert_usage_"),
+        values=("n_outputs_", "y_ndim_", "net_"),
     ),
     _own(
         "MixtureOfExpertsClassifier",
@@ -361,6 +378,7 @@ _CODECS = (
     _own("SklearnExpert", ["hemoe_sk.node"], "init", init=("estimator", "n_classes")),
     # -- skorch nets and the callbacks hemoe_sk gives them -----------------
     _own("HemoeNeuralNetClassifier", _NN_BUILD, "net", values=("classes_inferred_",)),
+    _own("HemoeNeuralNetRegressor", _NN_BUILD, "net"),
     _ext("skorch.NeuralNetClassifier", "net", values=("classes_inferred_",)),
     _ext("skorch.NeuralNetRegressor", "net"),
     _ext("skorch.NeuralNet", "net"),
@@ -396,6 +414,8 @@ _CODECS = (
             "sklearn.preprocessing.RobustScaler",
             "sklearn.linear_model.LogisticRegression",
             "sklearn.linear_model.RidgeClassifier",
+            "sklearn.linear_model.Ridge",
+            "sklearn.linear_model.LinearRegression",
             "sklearn.preprocessing.LabelBinarizer",
             "sklearn.pipeline.Pipeline",
         )
@@ -431,6 +451,7 @@ _CODECS = (
     ),
     _own("DeepMoEEmbedder", ["hemoe_sk.nn.deepmoe"], "class"),
     _own("MixtureOfExpertsModule", _NN_MOE, "class"),
+    _own("MixtureOfExpertsRegressionModule", ("hemoe_sk.nn.moe",), "class"),
     _own("_ArrayBatches", ["hemoe_sk.cluster._autoencoder"], "class"),
     _ext("skorch.dataset.Dataset", "class"),
     _ext("skorch.dataset.ValidSplit", "class"),

@@ -7,6 +7,8 @@ classifier with ``CrossEntropyLoss`` trains the exact mixture losses, and its
 ``auxiliary_loss`` adds the gating terms (load balancing for top-k gating,
 assignment, diversity and L2 terms for guided gating) during training. The
 estimator around it is :class:`hemoe_sk.MixtureOfExpertsClassifier`.
+:class:`MixtureOfExpertsRegressionModule` reuses its experts and gating for
+regression (:class:`hemoe_sk.MixtureOfExpertsRegressor`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from torch.nn import functional as F
 
 from .modules import mlp
 
-__all__ = ["GATINGS", "LOSSES", "MixtureOfExpertsModule", "class_expert_map"]
+__all__ = [
+    "GATINGS",
+    "LOSSES",
+    "REGRESSION_GATINGS",
+    "REGRESSION_LOSSES",
+    "MixtureOfExpertsModule",
+    "MixtureOfExpertsRegressionModule",
+    "class_expert_map",
+]
 
 GATINGS = ("soft", "topk", "guided")
 LOSSES = ("mixture_nll", "weighted_output")
@@ -283,3 +293,58 @@ class MixtureOfExpertsModule(nn.Module):
         state = self.__dict__.copy()
         state["_cache"] = {}
         return state
+
+
+#: Gatings and losses of :class:`MixtureOfExpertsRegressionModule`.
+REGRESSION_GATINGS = ("soft", "topk")
+REGRESSION_LOSSES = ("mixture_nll", "mse")
+
+
+class MixtureOfExpertsRegressionModule(MixtureOfExpertsModule):
+    """The flat mixture of experts for regression (Jacobs et al., 1991).
+
+    Every expert outputs a mean :math:`\\mu_i(x)` for all ``n_classes``
+    targets (the name is the classifier modules'; here it counts outputs);
+    ``forward`` returns the gated mean :math:`\\sum_i g_i(x) \\mu_i(x)`, which
+    is the prediction. With ``loss="mixture_nll"``, :meth:`regression_loss`
+    is the original competitive loss, the negative log-likelihood of a
+    gate-weighted mixture of unit-variance Gaussians,
+    :math:`-\\log \\sum_i g_i(x) \\exp(-\\tfrac12 \\lVert y - \\mu_i(x)
+    \\rVert^2)` (up to a constant), under which each expert is pulled only
+    toward the samples the gate gives it; ``loss="mse"`` is the squared
+    error of the gated mean (the "cooperative" error). Top-k gating adds the
+    load-balancing terms through :meth:`auxiliary_loss`. Guided gating
+    assigns classes to experts, so it is not offered. The other keyword
+    arguments are :class:`MixtureOfExpertsModule`'s.
+    """
+
+    def __init__(self, n_features, n_classes, gating="soft", loss="mixture_nll",
+                 **kwargs):
+        if gating not in REGRESSION_GATINGS:
+            raise ValueError(
+                f"gating={gating!r} is not available for regression: "
+                f"use one of {REGRESSION_GATINGS} ('guided' assigns classes to "
+                "experts)."
+            )
+        if loss not in REGRESSION_LOSSES:
+            raise ValueError(f"loss must be one of {REGRESSION_LOSSES}, got {loss!r}.")
+        super().__init__(
+            n_features, n_classes, gating=gating, loss="weighted_output", **kwargs
+        )
+        self.loss = loss
+
+    def forward(self, x):
+        idx, log_w = self._route(x)
+        means = self._per_expert(x, idx, lambda expert, xb: expert(xb))
+        if self.training:
+            self._cache["mixture"] = (log_w, means)
+        return (log_w.exp().unsqueeze(-1) * means).sum(dim=1)
+
+    def regression_loss(self, y_pred, y_true):
+        """The training loss of the last batch (``forward`` kept its parts)."""
+        y_true = y_true.reshape(y_pred.shape).to(y_pred.dtype)
+        if self.loss == "mse" or "mixture" not in self._cache:
+            return F.mse_loss(y_pred, y_true)
+        log_w, means = self._cache["mixture"]
+        sq = ((y_true.unsqueeze(1) - means) ** 2).sum(dim=-1)
+        return -torch.logsumexp(log_w - 0.5 * sq, dim=1).mean()
