@@ -49,7 +49,7 @@ SPLIT_SIGNALS = {
 
 def _signal_clusterer(signal, clusterer):
     if SPLIT_SIGNALS[signal] is None:
-        return _default_clusterer() if clusterer is None else clusterer
+        return _default_clusterer() if clusterer is None else _routable(clusterer)
     if clusterer is not None:
         raise ValueError(
             f"clusterer={clusterer!r} is for split_signal='embedding'; "
@@ -59,6 +59,50 @@ def _signal_clusterer(signal, clusterer):
     from .cluster import signals
 
     return getattr(signals, SPLIT_SIGNALS[signal])()
+
+
+def _routable(clusterer):
+    """``clusterer`` itself if it can route new points (has ``predict``),
+    else wrapped in :class:`~hemoe_sk.NeighborVoteRouter`.
+
+    Connectivity and density clusterers (``AgglomerativeClustering``,
+    ``HDBSCAN``, ``SpectralClustering``, ``DBSCAN``) label only the points
+    they were fitted on; the router assigns a new point to the cluster its
+    nearest training neighbours vote for.
+    """
+    if hasattr(clusterer, "predict"):
+        return clusterer
+    from .cluster.routing import NeighborVoteRouter
+
+    return NeighborVoteRouter(clusterer)
+
+
+def _router_param_grid(clusterer, grid):
+    """``cluster_param_grid`` addressed to the router that will run.
+
+    When :func:`_routable` wrapped the clusterer, the user's keys name the
+    clusterer's own parameters (``min_cluster_size``); the router reaches
+    them as ``clusterer__min_cluster_size``. A clusterer without
+    ``n_clusters`` (HDBSCAN, DBSCAN) finds K itself, so with no grid given it
+    is tried once, as it is, against the unsplit node.
+    """
+    from .cluster.routing import NeighborVoteRouter
+
+    if not isinstance(clusterer, NeighborVoteRouter):
+        return grid
+    own = set(clusterer.get_params(deep=False))
+    inner = clusterer.clusterer.get_params(deep=False) if clusterer.clusterer else {}
+
+    def route(point):
+        return {
+            key if key in own or key.startswith("clusterer__") or key not in inner
+            else f"clusterer__{key}": values
+            for key, values in point.items()
+        }
+
+    if grid is None:
+        return None if "n_clusters" in inner else [{}]
+    return route(grid) if isinstance(grid, dict) else [route(g) for g in grid]
 
 
 def _default_clusterer():
@@ -109,7 +153,14 @@ class HierarchicalEmbeddingMoEClassifier(
         parameter, cloned for every node and every K. ``None`` uses a small
         :class:`~hemoe_sk.DECClusterer` (hidden_dims=(64,), embedding_dim=8,
         pretrain_epochs=30). A clusterer with a ``pretrain`` method (DEC) is
-        pretrained once per node and refined for each K.
+        pretrained once per node and refined for each K. A clusterer without
+        ``predict`` (``AgglomerativeClustering``, ``HDBSCAN``,
+        ``SpectralClustering``, ``DBSCAN``) is wrapped in
+        :class:`~hemoe_sk.NeighborVoteRouter`, which routes a new point by
+        the vote of its nearest training neighbours; ``cluster_param_grid``
+        may then name the clusterer's own parameters
+        (``{"min_cluster_size": [10, 20]}``), and one that finds K itself
+        (HDBSCAN, DBSCAN) is tried once, as given, when no grid is.
     split_signal : {"embedding", "confusion", "within-class", "balanced"}, \
             default="embedding"
         What the partition clusters (see :doc:`/signals`). ``"embedding"``:
@@ -295,7 +346,8 @@ class HierarchicalEmbeddingMoEClassifier(
         **BaseNetEstimator._parameter_constraints,
         **EMBEDDER_CONSTRAINT,
         **N_JOBS_CONSTRAINT,
-        "clusterer": [None, HasMethods(["fit", "predict"])],
+        # Without predict: wrapped in NeighborVoteRouter at fit.
+        "clusterer": [None, HasMethods(["fit"])],
         "split_signal": [StrOptions(set(SPLIT_SIGNALS))],
         "n_clusters_grid": ["array-like"],
         "cluster_param_grid": [None, dict, list],
@@ -461,6 +513,7 @@ class HierarchicalEmbeddingMoEClassifier(
         clusterer = _signal_clusterer(self.split_signal, self.clusterer)
         if "device" in clusterer.get_params() and self.clusterer is None:
             clusterer = clusterer.set_params(device=device)
+        cluster_grid = _router_param_grid(clusterer, self.cluster_param_grid)
 
         net = build_embedder_net(
             self.embedder,
@@ -552,7 +605,7 @@ class HierarchicalEmbeddingMoEClassifier(
             if can_split:
                 children = self._split(
                     node, rows, node_held, X, y_enc, n_classes, clusterer, grid,
-                    min_size, expert_epochs, rng, device,
+                    cluster_grid, min_size, expert_epochs, rng, device,
                 )
                 for c_rows, c_held, expert, c_seed in children:
                     child_embedder = expert.net if expert.net is not None else node.embedder
@@ -624,8 +677,8 @@ class HierarchicalEmbeddingMoEClassifier(
         )
 
     def _split(
-        self, node, rows, held, X, y_enc, n_classes, clusterer, grid, min_size,
-        expert_epochs, rng, device,
+        self, node, rows, held, X, y_enc, n_classes, clusterer, grid, cluster_grid,
+        min_size, expert_epochs, rng, device,
     ):
         """Search the node's K.
 
@@ -648,7 +701,7 @@ class HierarchicalEmbeddingMoEClassifier(
             validation_size=self.validation_size,
             cv=self.cv,
             seed=seed,
-            cluster_param_grid=self.cluster_param_grid,
+            cluster_param_grid=cluster_grid,
             reducer=self.reducer,
             min_gain=self.min_gain,
             split_test=self.split_test,
@@ -663,7 +716,7 @@ class HierarchicalEmbeddingMoEClassifier(
             "min_gain": result.min_gain,
             "decision": result.decision,
         }
-        skipped = [] if self.cluster_param_grid else [
+        skipped = [] if cluster_grid else [
             k for k in grid if f"K={k}" not in result.scores
         ]
         if skipped:

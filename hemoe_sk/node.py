@@ -688,6 +688,8 @@ class NodeSearchResult:
 def _candidate_name(params):
     if params.get("n_clusters") is not None:
         return f"K={params['n_clusters']}"
+    if not params["clusterer_params"]:
+        return "K found by the clusterer"
     return ", ".join(f"{k}={v}" for k, v in sorted(params["clusterer_params"].items()))
 
 
