@@ -28,6 +28,9 @@ from .node import (
     SPLIT_TESTS,
     NetExpert,
     NodeContext,
+    PairRouter,
+    decide_split,
+    most_confused_pair,
     node_splits,
     search_node,
 )
@@ -241,6 +244,19 @@ class HierarchicalEmbeddingMoEClassifier(
     refine_balance : float, default=0.01
         Weight of refinement's load-balancing term (the KL divergence of each
         node's routing mass from its cluster proportions).
+    pair_expert : bool, default=False
+        Cluster-pair experts. At every kept split, the two clusters the router
+        hesitates between most (the most fit rows whose two most probable
+        clusters they are, within ``pair_margin``) get one more expert,
+        trained on their union; the rows ambiguous between them are routed to
+        it (softly: their probability of both clusters moves to it), so points
+        on a boundary are not left to an expert that saw half of their
+        neighbourhood. It is kept only where it beats the plain split on the
+        node's held-out rows by ``split_test`` (it needs
+        ``selection="held-out"``), and it is a leaf.
+    pair_margin : float in (0, 1], default=0.2
+        How close the two routing probabilities must be for a row to count as
+        ambiguous between a pair.
     min_cluster_size : int or float, default=30
         Smallest allowed cluster: an int counts samples, a float in (0, 1) is
         a fraction of the node's samples. A K is tried only if all of its
@@ -362,6 +378,8 @@ class HierarchicalEmbeddingMoEClassifier(
         "outside_share": [Interval(numbers.Real, 0, 1, closed="left")],
         "refine_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "refine_balance": [Interval(numbers.Real, 0, None, closed="left")],
+        "pair_expert": ["boolean"],
+        "pair_margin": [Interval(numbers.Real, 0, 1, closed="right")],
         "min_cluster_size": [
             Interval(numbers.Integral, 1, None, closed="left"),
             Interval(numbers.Real, 0, 1, closed="neither"),
@@ -398,6 +416,8 @@ class HierarchicalEmbeddingMoEClassifier(
         outside_share=0.0,
         refine_epochs=0,
         refine_balance=0.01,
+        pair_expert=False,
+        pair_margin=0.2,
         min_cluster_size=30,
         max_depth=2,
         validation_size=0.2,
@@ -433,6 +453,8 @@ class HierarchicalEmbeddingMoEClassifier(
         self.outside_share = outside_share
         self.refine_epochs = refine_epochs
         self.refine_balance = refine_balance
+        self.pair_expert = pair_expert
+        self.pair_margin = pair_margin
         self.min_cluster_size = min_cluster_size
         self.max_depth = max_depth
         self.validation_size = validation_size
@@ -480,6 +502,12 @@ class HierarchicalEmbeddingMoEClassifier(
         self
         """
         module_params = self._module_params()
+        if self.pair_expert and (self.selection != "held-out" or self.cv is not None):
+            raise ValueError(
+                "pair_expert=True keeps a cluster-pair expert only where it beats the "
+                "plain split on held-out rows: it needs selection='held-out' and "
+                f"cv=None; got selection={self.selection!r}, cv={self.cv!r}."
+            )
         X, y_enc, classes = self._validate_training_data(X, y)
         n_classes = len(classes)
         grid = [int(k) for k in np.ravel(self.n_clusters_grid)]
@@ -586,6 +614,7 @@ class HierarchicalEmbeddingMoEClassifier(
             min_size = self._min_size(len(rows))
             can_split = (
                 node.depth < self.max_depth
+                and not node.pair  # a cluster-pair expert is a leaf
                 and len(rows) >= 2 * min_size
                 and len(np.unique(y_enc[rows])) > 1
             )
@@ -614,6 +643,10 @@ class HierarchicalEmbeddingMoEClassifier(
                         node.epochs + expert_epochs,
                     )
                     node.children.append(child.node_id)
+                    if isinstance(node.router, PairRouter) and (
+                        len(node.children) == node.router.n_clusters
+                    ):
+                        child.pair = node.router.pair
                     pending.append((child, c_rows, c_held, c_seed))
             if node.is_leaf:
                 leaves.append((node, rows, node_held, node_seed))
@@ -762,7 +795,68 @@ class HierarchicalEmbeddingMoEClassifier(
             children.append(
                 (rows[own], None if held is None else held[own], expert, seed + 1 + c)
             )
+        if self.pair_expert and held is not None:
+            pair_child = self._pair_child(
+                node, context, result, rows, held, [c[2] for c in children], seed
+            )
+            if pair_child is not None:
+                children.append(pair_child)
         return children
+
+    def _pair_child(self, node, context, result, rows, held, experts, seed):
+        """A cluster-pair expert for the node's kept split, if it pays.
+
+        Trained on the fit rows of the two clusters the router hesitates
+        between most, it takes the rows ambiguous between them; it is kept
+        when, on the node's held-out rows, the split with it beats the split
+        without it by ``split_test``. Sets ``node.router`` to a
+        :class:`~hemoe_sk.node.PairRouter` and returns the child's
+        ``(rows, held-out mask, expert, seed)``, or returns ``None``.
+        """
+        fit, val = np.flatnonzero(~held), np.flatnonzero(held)
+        router = result.router
+        pair, n_ambiguous = most_confused_pair(
+            router.predict_proba(context.E[fit]), self.pair_margin
+        )
+        if pair is None:
+            node.note = "no pair expert: no fit row is ambiguous between two clusters."
+            return None
+        union = np.isin(result.labels, pair)
+        k = router.n_clusters
+        expert = context.train_expert(
+            fit[union[fit]], seed=seed + 1 + k, stage=f"{context.name}, pair expert {pair}"
+        )
+        # Held-out outcomes with and without the pair expert: only the rows
+        # ambiguous between the pair differ.
+        E_val = context.E[val]
+        pair_router = PairRouter(router, pair, self.pair_margin)
+        plain, with_pair = router.predict(E_val), pair_router.predict(E_val)
+        y_val = context.y[rows[val]]
+
+        def correct(labels, route_experts):
+            pred = np.empty(len(val), dtype=np.intp)
+            for c, route_expert in enumerate(route_experts):
+                mask = labels == c
+                if mask.any():
+                    pred[mask] = route_expert.predict_proba(
+                        context.X, rows[val[mask]], E_val[mask]
+                    ).argmax(axis=1)
+            return pred == y_val
+
+        decision = decide_split(
+            correct(with_pair, [*experts, expert]),
+            correct(plain, experts),
+            test=self.split_test,
+            alpha=self.split_alpha,
+            min_gain=self.min_gain,
+            random_state=seed,
+        )
+        node.search["pair"] = {"pair": pair, "n_ambiguous": n_ambiguous,
+                               "decision": decision}
+        if not decision.keep:
+            return None
+        node.router = pair_router
+        return rows[union], held[union], expert, seed + 1 + k
 
     def _refit_leaf(
         self, nodes, node, rows, X, y_enc, n_classes, expert_epochs, seed, device

@@ -54,6 +54,12 @@ class Node:
         Accuracy of the node's classifier on its own training rows.
     epochs : int
         Training epochs on the path from the root to this node, included.
+    note : str
+        Why the node was not searched or split, where that needs saying.
+    pair : tuple of int
+        For a cluster-pair expert (``pair_expert=True``): the two clusters of
+        its parent whose ambiguous rows it takes (it is the parent's last
+        child, and a leaf). Empty for every other node.
     """
 
     node_id: int
@@ -69,6 +75,7 @@ class Node:
     train_accuracy: float = float("nan")
     epochs: int = 0
     note: str = ""
+    pair: tuple = ()
 
     @property
     def is_leaf(self):
@@ -202,7 +209,7 @@ class HierarchyTree:
             head = (
                 f"{prefix}node {node.node_id} (depth {node.depth}, "
                 f"n={node.n_samples}) classes={fmt_counts(node.class_counts)}"
-            )
+            ) + (f" [pair expert of clusters {node.pair}]" if node.pair else "")
             lines.append(head)
             pad = prefix.replace("|--- ", "|    ") + "    "
             if node.search:
@@ -210,7 +217,9 @@ class HierarchyTree:
                     f"{name}: {s:.{decimals}f}" if np.isfinite(s) else f"{name}: n/a"
                     for name, s in node.search["scores"].items()
                 )
-                chosen = len(node.children) if node.children else 1
+                chosen = node.router.n_clusters - 1 if any(
+                    self.nodes[c].pair for c in node.children
+                ) else len(node.children) or 1
                 lines.append(
                     f"{pad}search (held-out weighted accuracy): {scores} -> K={chosen}"
                 )
@@ -232,6 +241,17 @@ class HierarchyTree:
                         f"{pad}(a split is kept only if it beats K=1 by more than "
                         f"{node.search['min_gain']:.{decimals}f})"
                     )
+            pair = node.search.get("pair") if node.search else None
+            if pair is not None:
+                d = pair["decision"]
+                test = f"p={d.p_value:.{decimals}f} ({d.test})" if d.p_value is not None \
+                    else f"margin {d.min_gain:.{decimals}f}"
+                lines.append(
+                    f"{pad}pair expert for clusters {pair['pair']} "
+                    f"({pair['n_ambiguous']} ambiguous fit rows) vs the plain split on "
+                    f"{d.n} held-out rows: gain {d.gain:+.{decimals}f}, {test} -> "
+                    f"{'kept' if d.keep else 'not kept'}"
+                )
             if node.note:
                 lines.append(f"{pad}{node.note}")
             if node.is_leaf:
