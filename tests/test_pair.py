@@ -54,6 +54,20 @@ def test_pair_router_moves_ambiguous_rows_to_the_last_route():
     np.testing.assert_allclose(proba[3], np.r_[P[3], 0])
 
 
+#: A tree whose root split (K=3) and pair expert are forced (split_test="none").
+FORCED = dict(
+    clusterer=KMeans(n_init=2),
+    n_clusters_grid=(3,),
+    pair_expert=True,
+    pair_margin=0.5,
+    split_test="none",
+    max_depth=1,
+    max_epochs=5,
+    expert_max_epochs=2,
+    random_state=0,
+)
+
+
 @pytest.fixture(scope="module")
 def digits():
     X, y = load_digits(return_X_y=True)
@@ -62,19 +76,8 @@ def digits():
 
 @pytest.fixture(scope="module")
 def forced(digits):
-    """A tree whose root split and pair expert are forced (split_test='none')."""
     X, y = digits
-    return HierarchicalEmbeddingMoEClassifier(
-        clusterer=KMeans(n_init=2),
-        n_clusters_grid=(3,),
-        pair_expert=True,
-        pair_margin=0.5,
-        split_test="none",
-        max_depth=1,
-        max_epochs=5,
-        expert_max_epochs=2,
-        random_state=0,
-    ).fit(X, y)
+    return HierarchicalEmbeddingMoEClassifier(**FORCED).fit(X, y)
 
 
 def test_forced_pair_expert_is_a_leaf_child(forced, digits):
@@ -136,17 +139,7 @@ def test_pair_expert_follows_the_held_out_test(digits, monkeypatch, verdict):
 
     monkeypatch.setattr(module, "decide_split", spy)
     X, y = digits
-    clf = HierarchicalEmbeddingMoEClassifier(
-        clusterer=KMeans(n_init=2),
-        n_clusters_grid=(3,),
-        pair_expert=True,
-        pair_margin=0.5,
-        split_test="none",
-        max_depth=1,
-        max_epochs=5,
-        expert_max_epochs=2,
-        random_state=0,
-    ).fit(X[:900], y[:900])
+    clf = HierarchicalEmbeddingMoEClassifier(**FORCED).fit(X[:900], y[:900])
     assert len(calls) == 1
     with_pair, plain, decision = calls[0]
     assert len(plain) == decision.n == 180  # the root's held-out rows (20%)
