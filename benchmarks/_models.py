@@ -230,6 +230,10 @@ MECHANISMS = {
         "sub-populations within classes, grouped across classes",
     ),
     "tree-balanced": (dict(split_signal="balanced"), "balanced k-means clusters"),
+    "tree-pair": (
+        dict(pair_expert=True),
+        "a cluster-pair expert for the two clusters each split hesitates between most",
+    ),
 }
 
 

@@ -51,7 +51,14 @@ class HierarchicalEmbeddingMoEClassifier(
         parameter, cloned for every node and every K. ``None`` uses a small
         :class:`~hemoe_sk.DECClusterer` (hidden_dims=(64,), embedding_dim=8,
         pretrain_epochs=30). A clusterer with a ``pretrain`` method (DEC) is
-        pretrained once per node and refined for each K.
+        pretrained once per node and refined for each K. A clusterer without
+        ``predict`` (``AgglomerativeClustering``, ``HDBSCAN``,
+        ``SpectralClustering``, ``DBSCAN``) is wrapped in
+        :class:`~hemoe_sk.NeighborVoteRouter`, which routes a new point by
+        the vote of its nearest training neighbours; ``cluster_param_grid``
+        may then name the clusterer's own parameters
+        (``{"min_cluster_size": [10, 20]}``), and one that finds K itself
+        (HDBSCAN, DBSCAN) is tried once, as given, when no grid is.
     split_signal : {"embedding", "confusion", "within-class", "balanced"}, \
             default="embedding"
         What the partition clusters (see :doc:`/signals`). ``"embedding"``:
@@ -132,6 +139,19 @@ class HierarchicalEmbeddingMoEClassifier(
     refine_balance : float, default=0.01
         Weight of refinement's load-balancing term (the KL divergence of each
         node's routing mass from its cluster proportions).
+    pair_expert : bool, default=False
+        Cluster-pair experts. At every kept split, the two clusters the router
+        hesitates between most (the most fit rows whose two most probable
+        clusters they are, within ``pair_margin``) get one more expert,
+        trained on their union; the rows ambiguous between them are routed to
+        it (softly: their probability of both clusters moves to it), so points
+        on a boundary are not left to an expert that saw half of their
+        neighbourhood. It is kept only where it beats the plain split on the
+        node's held-out rows by ``split_test`` (it needs
+        ``selection="held-out"``), and it is a leaf.
+    pair_margin : float in (0, 1], default=0.2
+        How close the two routing probabilities must be for a row to count as
+        ambiguous between a pair.
     min_cluster_size : int or float, default=30
         Smallest allowed cluster: an int counts samples, a float in (0, 1) is
         a fraction of the node's samples. A K is tried only if all of its
@@ -280,6 +300,11 @@ class HierarchicalEmbeddingMoEClassifier(
     @staticmethod
     def _class_counts(y_rows, n_classes):
         return np.bincount(y_rows, minlength=n_classes)
+
+    @staticmethod
+    def _row_outcomes(out, y_rows):
+        """Per row, whether the class of highest probability is right."""
+        return out.argmax(axis=1) == y_rows
 
     @staticmethod
     def _node_score(node, X, y_enc, rows):

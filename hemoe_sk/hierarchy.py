@@ -31,6 +31,9 @@ from .node import (
     SPLIT_TESTS,
     NetExpert,
     NodeContext,
+    PairRouter,
+    decide_split,
+    most_confused_pair,
     node_splits,
     search_node,
 )
@@ -53,7 +56,7 @@ SPLIT_SIGNALS = {
 
 def _signal_clusterer(signal, clusterer):
     if SPLIT_SIGNALS[signal] is None:
-        return _default_clusterer() if clusterer is None else clusterer
+        return _default_clusterer() if clusterer is None else _routable(clusterer)
     if clusterer is not None:
         raise ValueError(
             f"clusterer={clusterer!r} is for split_signal='embedding'; "
@@ -63,6 +66,50 @@ def _signal_clusterer(signal, clusterer):
     from .cluster import signals
 
     return getattr(signals, SPLIT_SIGNALS[signal])()
+
+
+def _routable(clusterer):
+    """``clusterer`` itself if it can route new points (has ``predict``),
+    else wrapped in :class:`~hemoe_sk.NeighborVoteRouter`.
+
+    Connectivity and density clusterers (``AgglomerativeClustering``,
+    ``HDBSCAN``, ``SpectralClustering``, ``DBSCAN``) label only the points
+    they were fitted on; the router assigns a new point to the cluster its
+    nearest training neighbours vote for.
+    """
+    if hasattr(clusterer, "predict"):
+        return clusterer
+    from .cluster.routing import NeighborVoteRouter
+
+    return NeighborVoteRouter(clusterer)
+
+
+def _router_param_grid(clusterer, grid):
+    """``cluster_param_grid`` addressed to the router that will run.
+
+    When :func:`_routable` wrapped the clusterer, the user's keys name the
+    clusterer's own parameters (``min_cluster_size``); the router reaches
+    them as ``clusterer__min_cluster_size``. A clusterer without
+    ``n_clusters`` (HDBSCAN, DBSCAN) finds K itself, so with no grid given it
+    is tried once, as it is, against the unsplit node.
+    """
+    from .cluster.routing import NeighborVoteRouter
+
+    if not isinstance(clusterer, NeighborVoteRouter):
+        return grid
+    own = set(clusterer.get_params(deep=False))
+    inner = clusterer.clusterer.get_params(deep=False) if clusterer.clusterer else {}
+
+    def route(point):
+        return {
+            key if key in own or key.startswith("clusterer__") or key not in inner
+            else f"clusterer__{key}": values
+            for key, values in point.items()
+        }
+
+    if grid is None:
+        return None if "n_clusters" in inner else [{}]
+    return route(grid) if isinstance(grid, dict) else [route(g) for g in grid]
 
 
 def _default_clusterer():
@@ -93,7 +140,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         **BaseNetEstimator._parameter_constraints,
         **EMBEDDER_CONSTRAINT,
         **N_JOBS_CONSTRAINT,
-        "clusterer": [None, HasMethods(["fit", "predict"])],
+        # Without predict: wrapped in NeighborVoteRouter at fit.
+        "clusterer": [None, HasMethods(["fit"])],
         "split_signal": [StrOptions(set(SPLIT_SIGNALS))],
         "n_clusters_grid": ["array-like"],
         "cluster_param_grid": [None, dict, list],
@@ -108,6 +156,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         "outside_share": [Interval(numbers.Real, 0, 1, closed="left")],
         "refine_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "refine_balance": [Interval(numbers.Real, 0, None, closed="left")],
+        "pair_expert": ["boolean"],
+        "pair_margin": [Interval(numbers.Real, 0, 1, closed="right")],
         "min_cluster_size": [
             Interval(numbers.Integral, 1, None, closed="left"),
             Interval(numbers.Real, 0, 1, closed="neither"),
@@ -140,6 +190,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         outside_share=0.0,
         refine_epochs=0,
         refine_balance=0.01,
+        pair_expert=False,
+        pair_margin=0.2,
         min_cluster_size=30,
         max_depth=2,
         validation_size=0.2,
@@ -175,6 +227,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         self.outside_share = outside_share
         self.refine_epochs = refine_epochs
         self.refine_balance = refine_balance
+        self.pair_expert = pair_expert
+        self.pair_margin = pair_margin
         self.min_cluster_size = min_cluster_size
         self.max_depth = max_depth
         self.validation_size = validation_size
@@ -210,6 +264,12 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
     def _grow(self, X, y_enc, n_classes, module_params):
         """Grow the tree on validated ``X`` and encoded targets ``y_enc``
         (``n_classes`` output columns); set the fitted tree attributes."""
+        if self.pair_expert and (self.selection != "held-out" or self.cv is not None):
+            raise ValueError(
+                "pair_expert=True keeps a cluster-pair expert only where it beats the "
+                "plain split on held-out rows: it needs selection='held-out' and "
+                f"cv=None; got selection={self.selection!r}, cv={self.cv!r}."
+            )
         grid = [int(k) for k in np.ravel(self.n_clusters_grid)]
         if not grid or min(grid) < 2:
             raise ValueError(
@@ -226,6 +286,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         clusterer = _signal_clusterer(self.split_signal, self.clusterer)
         if "device" in clusterer.get_params() and self.clusterer is None:
             clusterer = clusterer.set_params(device=device)
+        cluster_grid = _router_param_grid(clusterer, self.cluster_param_grid)
 
         net = build_embedder_net(
             self.embedder,
@@ -299,6 +360,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             min_size = self._min_size(len(rows))
             can_split = (
                 node.depth < self.max_depth
+                and not node.pair  # a cluster-pair expert is a leaf
                 and len(rows) >= 2 * min_size
                 and len(np.unique(y_enc[rows], axis=0)) > 1
             )
@@ -318,7 +380,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             if can_split:
                 children = self._split(
                     node, rows, node_held, X, y_enc, n_classes, clusterer, grid,
-                    min_size, expert_epochs, rng, device,
+                    cluster_grid, min_size, expert_epochs, rng, device,
                 )
                 for c_rows, c_held, expert, c_seed in children:
                     child_embedder = expert.net if expert.net is not None else node.embedder
@@ -327,6 +389,10 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
                         node.epochs + expert_epochs,
                     )
                     node.children.append(child.node_id)
+                    if isinstance(node.router, PairRouter) and (
+                        len(node.children) == node.router.n_clusters
+                    ):
+                        child.pair = node.router.pair
                     pending.append((child, c_rows, c_held, c_seed))
             if node.is_leaf:
                 leaves.append((node, rows, node_held, node_seed))
@@ -389,8 +455,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         )
 
     def _split(
-        self, node, rows, held, X, y_enc, n_classes, clusterer, grid, min_size,
-        expert_epochs, rng, device,
+        self, node, rows, held, X, y_enc, n_classes, clusterer, grid, cluster_grid,
+        min_size, expert_epochs, rng, device,
     ):
         """Search the node's K.
 
@@ -413,7 +479,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             validation_size=self.validation_size,
             cv=self.cv,
             seed=seed,
-            cluster_param_grid=self.cluster_param_grid,
+            cluster_param_grid=cluster_grid,
             reducer=self.reducer,
             min_gain=self.min_gain,
             split_test=self.split_test,
@@ -428,7 +494,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             "min_gain": result.min_gain,
             "decision": result.decision,
         }
-        skipped = [] if self.cluster_param_grid else [
+        skipped = [] if cluster_grid else [
             k for k in grid if f"K={k}" not in result.scores
         ]
         if skipped:
@@ -474,7 +540,68 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             children.append(
                 (rows[own], None if held is None else held[own], expert, seed + 1 + c)
             )
+        if self.pair_expert and held is not None:
+            pair_child = self._pair_child(
+                node, context, result, rows, held, [c[2] for c in children], seed
+            )
+            if pair_child is not None:
+                children.append(pair_child)
         return children
+
+    def _pair_child(self, node, context, result, rows, held, experts, seed):
+        """A cluster-pair expert for the node's kept split, if it pays.
+
+        Trained on the fit rows of the two clusters the router hesitates
+        between most, it takes the rows ambiguous between them; it is kept
+        when, on the node's held-out rows, the split with it beats the split
+        without it by ``split_test``. Sets ``node.router`` to a
+        :class:`~hemoe_sk.node.PairRouter` and returns the child's
+        ``(rows, held-out mask, expert, seed)``, or returns ``None``.
+        """
+        fit, val = np.flatnonzero(~held), np.flatnonzero(held)
+        router = result.router
+        pair, n_ambiguous = most_confused_pair(
+            router.predict_proba(context.E[fit]), self.pair_margin
+        )
+        if pair is None:
+            node.note = "no pair expert: no fit row is ambiguous between two clusters."
+            return None
+        union = np.isin(result.labels, pair)
+        k = router.n_clusters
+        expert = context.train_expert(
+            fit[union[fit]], seed=seed + 1 + k, stage=f"{context.name}, pair expert {pair}"
+        )
+        # Held-out outcomes with and without the pair expert: only the rows
+        # ambiguous between the pair differ.
+        E_val = context.E[val]
+        pair_router = PairRouter(router, pair, self.pair_margin)
+        plain, with_pair = router.predict(E_val), pair_router.predict(E_val)
+        y_val = context.y[rows[val]]
+
+        def outcomes(labels, route_experts):
+            out = np.empty((len(val), context.n_classes))
+            for c, route_expert in enumerate(route_experts):
+                mask = labels == c
+                if mask.any():
+                    out[mask] = route_expert.predict_proba(
+                        context.X, rows[val[mask]], E_val[mask]
+                    )
+            return self._row_outcomes(out, y_val)
+
+        decision = decide_split(
+            outcomes(with_pair, [*experts, expert]),
+            outcomes(plain, experts),
+            test=self.split_test,
+            alpha=self.split_alpha,
+            min_gain=self.min_gain,
+            random_state=seed,
+        )
+        node.search["pair"] = {"pair": pair, "n_ambiguous": n_ambiguous,
+                               "decision": decision}
+        if not decision.keep:
+            return None
+        node.router = pair_router
+        return rows[union], held[union], expert, seed + 1 + k
 
     def _refit_leaf(
         self, nodes, node, rows, X, y_enc, n_classes, expert_epochs, seed, device

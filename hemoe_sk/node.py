@@ -46,6 +46,7 @@ from .nn.training import RowSubset, train_net
 
 __all__ = [
     "NodeContext",
+    "PairRouter",
     "NodeExpertsClassifier",
     "SplitDecision",
     "decide_split",
@@ -154,6 +155,72 @@ class Router:
 
     def predict_proba(self, E):
         return soft_assign(self.clusterer, self._reduce(E), self.n_clusters)
+
+
+def ranked_pairs(proba):
+    """Per row, the two most probable clusters (smaller index first) and the
+    gap between their probabilities."""
+    order = np.argsort(-proba, axis=1, kind="stable")[:, :2]
+    top = np.take_along_axis(proba, order, axis=1)
+    return np.sort(order, axis=1), top[:, 0] - top[:, 1]
+
+
+def most_confused_pair(proba, margin):
+    """The pair of clusters a router hesitates between most.
+
+    A row is *ambiguous* between clusters ``a`` and ``b`` when they are its
+    two most probable clusters and their probabilities differ by less than
+    ``margin``. Returns ``((a, b), n_rows)`` for the pair with the most
+    ambiguous rows, or ``(None, 0)`` when no row is ambiguous.
+    """
+    if proba.shape[1] < 2:
+        return None, 0
+    pairs, gap = ranked_pairs(proba)
+    close = gap < margin
+    if not close.any():
+        return None, 0
+    found, counts = np.unique(pairs[close], axis=0, return_counts=True)
+    best = int(np.argmax(counts))
+    return (int(found[best, 0]), int(found[best, 1])), int(counts[best])
+
+
+class PairRouter:
+    """A router with one more route, to a cluster-pair expert.
+
+    Rows that ``router`` finds ambiguous between the clusters ``pair`` (the
+    two are their most probable clusters, within ``margin`` of each other)
+    go to route ``K`` (the last child: an expert trained on the union of the
+    two clusters); every other row is routed as ``router`` routes it. Soft
+    routing moves an ambiguous row's probability of both clusters to the
+    pair's route.
+    """
+
+    def __init__(self, router, pair, margin):
+        self.router = router
+        self.pair = (int(pair[0]), int(pair[1]))
+        self.margin = float(margin)
+        self.n_clusters = int(router.n_clusters) + 1
+
+    def ambiguous(self, proba):
+        pairs, gap = ranked_pairs(proba)
+        return (gap < self.margin) & (pairs[:, 0] == self.pair[0]) & (
+            pairs[:, 1] == self.pair[1]
+        )
+
+    def predict(self, E):
+        labels = np.array(self.router.predict(E), dtype=np.intp)
+        labels[self.ambiguous(self.router.predict_proba(E))] = self.n_clusters - 1
+        return labels
+
+    def predict_proba(self, E):
+        proba = self.router.predict_proba(E)
+        out = np.concatenate([proba, np.zeros((len(proba), 1))], axis=1)
+        amb = self.ambiguous(proba)
+        a, b = self.pair
+        out[amb, -1] = proba[amb, a] + proba[amb, b]
+        out[amb, a] = 0.0
+        out[amb, b] = 0.0
+        return out
 
 
 def overlap_positions(labels, proba, cluster, overlap, outside_share=0.0, seed=0):
@@ -764,6 +831,8 @@ class NodeSearchResult:
 def _candidate_name(params):
     if params.get("n_clusters") is not None:
         return f"K={params['n_clusters']}"
+    if not params["clusterer_params"]:
+        return "K found by the clusterer"
     return ", ".join(f"{k}={v}" for k, v in sorted(params["clusterer_params"].items()))
 
 

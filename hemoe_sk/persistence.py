@@ -238,6 +238,7 @@ _NODE_FIELDS = (
     "train_accuracy",
     "epochs",
     "note",
+    "pair",
 )
 
 #: Fitted values of both hierarchical estimators.
@@ -363,6 +364,10 @@ _CODECS = (
     ),
     _own(
         "Router", ["hemoe_sk.node"], "init", init=("clusterer", "reducer", "n_clusters")
+    ),
+    _own(
+        "PairRouter", ["hemoe_sk.node"], "init", init=("router", "pair", "margin"),
+        transient=("n_clusters",),
     ),
     _own(
         "ConstantExpert", ["hemoe_sk.node"], "init", init=("class_index", "n_classes")

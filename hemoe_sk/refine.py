@@ -129,7 +129,8 @@ def refine_tree(tree, X, y, *, epochs, lr, batch_size, balance, seed, device="cp
     for node in nodes:
         if node.is_leaf:
             continue
-        clusterer = node.router.clusterer
+        # A PairRouter wraps the node's router.
+        clusterer = getattr(node.router, "router", node.router).clusterer
         for owner in (getattr(clusterer, "autoencoder_", None), clusterer):
             module = getattr(owner, "module_", None)
             if isinstance(module, torch.nn.Module):

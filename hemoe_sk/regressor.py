@@ -72,9 +72,11 @@ class HierarchicalEmbeddingMoERegressor(
         target and is trained with ``MSELoss``.
     clusterer, n_clusters_grid, cluster_param_grid, reducer, overlap, \
             outside_share, min_cluster_size, max_depth, validation_size, cv, \
-            selection, split_alpha, refit, search_expert, expert_max_epochs
+            selection, split_alpha, refit, search_expert, pair_expert, \
+            pair_margin, expert_max_epochs
         As in :class:`~hemoe_sk.HierarchicalEmbeddingMoEClassifier`; the
-        held-out splits are drawn unstratified.
+        held-out splits are drawn unstratified, and a cluster-pair expert
+        is kept where it lowers the held-out squared errors.
     split_signal : {"embedding"}, default="embedding"
         The other signals of the classifier group classes; a regressor has
         none, so they raise a ValueError.
@@ -196,6 +198,11 @@ class HierarchicalEmbeddingMoERegressor(
     @staticmethod
     def _class_counts(y_rows, n_outputs):
         return np.zeros(0, dtype=np.intp)
+
+    @staticmethod
+    def _row_outcomes(out, Y_rows):
+        """Per row, minus the squared error summed over the targets."""
+        return -((out - Y_rows) ** 2).sum(axis=1)
 
     @staticmethod
     def _node_score(node, X, Y, rows):

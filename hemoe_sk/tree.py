@@ -55,6 +55,12 @@ class Node:
         its regressor in a regressor's tree).
     epochs : int
         Training epochs on the path from the root to this node, included.
+    note : str
+        Why the node was not searched or split, where that needs saying.
+    pair : tuple of int
+        For a cluster-pair expert (``pair_expert=True``): the two clusters of
+        its parent whose ambiguous rows it takes (it is the parent's last
+        child, and a leaf). Empty for every other node.
     """
 
     node_id: int
@@ -70,6 +76,7 @@ class Node:
     train_accuracy: float = float("nan")
     epochs: int = 0
     note: str = ""
+    pair: tuple = ()
 
     @property
     def is_leaf(self):
@@ -223,6 +230,8 @@ class HierarchyTree:
             )
             if len(node.class_counts):
                 head += f" classes={fmt_counts(node.class_counts)}"
+            if node.pair:
+                head += f" [pair expert of clusters {node.pair}]"
             lines.append(head)
             pad = prefix.replace("|--- ", "|    ") + "    "
             if node.search:
@@ -230,7 +239,9 @@ class HierarchyTree:
                     f"{name}: {s:.{decimals}f}" if np.isfinite(s) else f"{name}: n/a"
                     for name, s in node.search["scores"].items()
                 )
-                chosen = len(node.children) if node.children else 1
+                chosen = node.router.n_clusters - 1 if any(
+                    self.nodes[c].pair for c in node.children
+                ) else len(node.children) or 1
                 lines.append(
                     f"{pad}search (held-out weighted {score_name}): {scores} -> "
                     f"K={chosen}"
@@ -253,6 +264,17 @@ class HierarchyTree:
                         f"{pad}(a split is kept only if it beats K=1 by more than "
                         f"{node.search['min_gain']:.{decimals}f})"
                     )
+            pair = node.search.get("pair") if node.search else None
+            if pair is not None:
+                d = pair["decision"]
+                test = f"p={d.p_value:.{decimals}f} ({d.test})" if d.p_value is not None \
+                    else f"margin {d.min_gain:.{decimals}f}"
+                lines.append(
+                    f"{pad}pair expert for clusters {pair['pair']} "
+                    f"({pair['n_ambiguous']} ambiguous fit rows) vs the plain split on "
+                    f"{d.n} held-out rows: gain {d.gain:+.{decimals}f}, {test} -> "
+                    f"{'kept' if d.keep else 'not kept'}"
+                )
             if node.note:
                 lines.append(f"{pad}{node.note}")
             if node.is_leaf:

@@ -21,7 +21,9 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
 
+from hemoe_sk import HierarchicalEmbeddingMoEClassifier
 from hemoe_sk.cluster.routing import (
     NeighborVoteRouter,
     hard_assign,
@@ -317,3 +319,48 @@ def test_soft_assign_sources(blobs):
     np.testing.assert_array_equal(one_hot.max(axis=1), 1.0)
     with pytest.raises(ValueError, match="pass n_clusters"):
         soft_assign(PredictOnly(km), X)
+
+
+# -- clusterers without predict, passed directly to the classifier ----------
+
+
+@pytest.mark.parametrize(
+    "clusterer, grid, names",
+    [
+        (AgglomerativeClustering(), None, {"K=1", "K=2", "K=3"}),
+        (HDBSCAN(min_cluster_size=20, copy=True), None,
+         {"K=1", "K found by the clusterer"}),
+        (HDBSCAN(copy=True), {"min_cluster_size": [20, 40]},
+         {"K=1", "clusterer__min_cluster_size=20", "clusterer__min_cluster_size=40"}),
+        (SpectralClustering(n_init=1, random_state=0), None, {"K=1", "K=2", "K=3"}),
+    ],
+    ids=["agglomerative", "hdbscan", "hdbscan-grid", "spectral"],
+)
+def test_classifier_wraps_clusterer_without_predict(clusterer, grid, names):
+    # Three far-apart blobs of two classes each: every clusterer finds them.
+    X, blob = make_blobs(n_samples=300, centers=[[0, 0], [10, 0], [0, 10]],
+                         random_state=0)
+    y = 2 * blob + (X[:, 1] > np.array([0, 0, 10])[blob])
+    clf = HierarchicalEmbeddingMoEClassifier(
+        clusterer=clusterer,
+        cluster_param_grid=grid,
+        n_clusters_grid=(2, 3),
+        max_depth=1,
+        max_epochs=4,
+        expert_max_epochs=1,
+        split_test="none",
+        random_state=0,
+    ).fit(X, y)
+    root = clf.tree_.nodes[0]
+    assert set(root.search["scores"]) == names
+    assert isinstance(root.router.clusterer, NeighborVoteRouter)
+    assert clf.n_leaves_ >= 2
+    assert clf.predict(X[:7]).shape == (7,)
+    # The estimator's parameter is left as the user gave it.
+    assert clf.get_params()["clusterer"] is clusterer
+
+
+def test_classifier_rejects_clusterer_without_fit():
+    clf = HierarchicalEmbeddingMoEClassifier(clusterer=object(), max_epochs=1)
+    with pytest.raises(InvalidParameterError, match="clusterer"):
+        clf.fit(np.zeros((10, 2)), np.arange(10) % 2)

@@ -191,9 +191,39 @@ def router_scores(router, device="cpu"):
     TypeError
         If the reducer or the clusterer has no differentiable form here.
     """
+    if hasattr(router, "pair"):  # hemoe_sk.node.PairRouter
+        return _PairScores(router_scores(router.router, device), router.pair,
+                           router.margin)
     reduce = _reducer_fn(router.reducer, device)
     scores = _clusterer_scores(router.clusterer, device)
     return _RouterScores(reduce, scores)
+
+
+class _PairScores(nn.Module):
+    """A :class:`~hemoe_sk.node.PairRouter`'s log-scores: the base router's
+    probabilities, with an ambiguous row's probability of the pair moved to
+    the last route. Which rows are ambiguous is a step, not differentiated."""
+
+    def __init__(self, base, pair, margin):
+        super().__init__()
+        self.base = base
+        self.pair = pair
+        self.margin = margin
+
+    def forward(self, e):
+        q = torch.softmax(self.base(e), dim=1)
+        top, idx = torch.topk(q.detach(), 2, dim=1)
+        lo, hi = idx.min(dim=1).values, idx.max(dim=1).values
+        a, b = self.pair
+        amb = ((top[:, 0] - top[:, 1]) < self.margin) & (lo == a) & (hi == b)
+        keep = torch.ones_like(q)
+        keep[amb, a] = 0.0
+        keep[amb, b] = 0.0
+        pair_mass = torch.where(amb, q[:, a] + q[:, b], torch.zeros_like(q[:, a]))
+        out = torch.cat([q * keep, pair_mass[:, None]], dim=1)
+        # log(0) would make NaN gradients; the smallest positive double
+        # leaves the probabilities equal to the router's to float precision.
+        return torch.log(out.clamp_min(torch.finfo(out.dtype).tiny))
 
 
 class _RouterScores(nn.Module):
