@@ -302,8 +302,6 @@ class NetRegressorMixin:
                 f"{type(self).__name__} needs at least 2 samples; got "
                 f"n_samples = {len(X)}."
             )
-        if y.ndim > 2:
-            raise ValueError(f"y must be 1-D or 2-D; got shape {y.shape}.")
         Y = y.astype(np.float64).reshape(len(y), -1)
         mean = Y.mean(axis=0)
         scale = Y.std(axis=0)
