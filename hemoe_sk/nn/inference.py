@@ -8,6 +8,8 @@ range must give a clear error, never silent NaN probabilities or routes.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -38,8 +40,9 @@ def device_of(module):
     return p.device if p is not None else torch.device("cpu")
 
 
-def batched(module, fn, X, batch_size=EVAL_BATCH_SIZE, rows=None):
-    """``fn`` applied to ``X`` (or ``X[rows]``) in batches, as float32 numpy.
+def batched(module, fn, X, batch_size=EVAL_BATCH_SIZE, rows=None, dtype=np.float32):
+    """``fn`` applied to ``X`` (or ``X[rows]``) in batches, as float32 numpy
+    (``dtype``: float64 for a module converted to double).
 
     ``module`` is put in eval mode (and back afterwards) and gives the device
     the batches are moved to; ``fn`` maps a batch tensor to an output tensor
@@ -64,12 +67,13 @@ def batched(module, fn, X, batch_size=EVAL_BATCH_SIZE, rows=None):
             for start in range(0, n, batch_size):
                 stop = start + batch_size
                 xb = X[start:stop] if rows is None else X[rows[start:stop]]
-                xb = torch.as_tensor(np.asarray(xb, dtype=np.float32)).to(device)
-                outs.append(fn(xb).detach().float().cpu().numpy())
+                xb = torch.as_tensor(np.asarray(xb, dtype=dtype)).to(device)
+                out_dtype = torch.float64 if dtype == np.float64 else torch.float32
+                outs.append(fn(xb).detach().to(out_dtype).cpu().numpy())
     finally:
         module.train(was_training)
     if not outs:
-        return np.empty((0, 0), dtype=np.float32)
+        return np.empty((0, 0), dtype=dtype)
     return np.concatenate(outs)
 
 
@@ -151,7 +155,11 @@ def predict_output(net, X, *, rows=None, batch_size=EVAL_BATCH_SIZE):
 
     if isinstance(net, NeuralNetClassifier):
         return predict_proba(net, X, rows=rows, batch_size=batch_size)
-    module = module_of(net)
-    out = batched(module, module, X, batch_size, rows).astype(np.float64)
+    # Regression outputs are read as they are: a float32 module's last bit
+    # depends on how rows are batched (BLAS kernels), so a sample's prediction
+    # would change with the other samples predicted with it. A float64 copy
+    # of the module keeps those differences far below any tolerance.
+    module = copy.deepcopy(module_of(net)).double()
+    out = batched(module, module, X, batch_size, rows, dtype=np.float64)
     out = out.reshape(len(out), -1)
     return check_finite_outputs(out, "outputs")
