@@ -314,7 +314,8 @@ def test_wide_control_matches_the_leaves_parameters():
 
 @pytest.mark.parametrize(
     "name, option",
-    [("dec", "--no-reuse"), ("moe", "--quick"), ("routers", "--no-clustering")],
+    [("dec", "--no-reuse"), ("moe", "--quick"), ("regress", "--large"),
+     ("routers", "--no-clustering")],
 )
 def test_subcommand_help_exits_zero(name, option, capsys):
     """``python -m benchmarks.run NAME --help`` reaches that benchmark's parser."""
@@ -324,6 +325,31 @@ def test_subcommand_help_exits_zero(name, option, capsys):
     out = capsys.readouterr().out
     assert f"python -m benchmarks.run {name}" in out
     assert option in out
+
+
+def test_regress_summary_ratios_and_table():
+    from benchmarks._regress import markdown, piecewise, summarize
+
+    X, y = piecewise(n=200, seed=0)
+    assert X.shape == (200, 6) and np.isfinite(y).all() and y.std() > 1
+    rows = [
+        dict(data="d", seed=s, model=m, r2=r2, fit_s=t, leaves=leaves)
+        for s in (0, 1)
+        for m, r2, t, leaves in (
+            ("base (max_depth=0)", 0.5 + s / 10, 2.0, 1),
+            ("tree (soft)", 0.6 + s / 10, 6.0, 3),
+            ("HGB", 0.7, 1.0, None),
+        )
+    ]
+    table = {t["model"]: t for t in summarize(rows)}
+    assert table["tree (soft)"]["fit_ratio"] == pytest.approx(3.0)
+    assert table["tree (soft)"]["r2_mean"] == pytest.approx(0.65)
+    assert table["tree (soft)"]["r2_sd"] == pytest.approx(0.05)
+    assert table["HGB"]["leaves"] is None and table["tree (soft)"]["leaves"] == 3
+    text = markdown(list(table.values()), dict(
+        command="c", date="d", seeds=[0, 1], torch="t", threads=1, duration_s=1.0
+    ))
+    assert "| d | tree (soft) | 0.6500 ± 0.0500 | 3.00 | 3.0 |" in text
 
 
 def test_clustering_accuracy_matches_best_relabelling():
