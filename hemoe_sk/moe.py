@@ -49,6 +49,18 @@ from .nn.moe import GATINGS, LOSSES, MixtureOfExpertsModule, class_expert_map
 __all__ = ["MixtureOfExpertsClassifier"]
 
 
+#: Parameter constraints of both flat mixtures (each adds its ``loss``).
+FLAT_MOE_CONSTRAINTS = {
+    **BaseNetEstimator._parameter_constraints,
+    "n_experts": [Interval(Integral, 1, None, closed="left")],
+    "expert_hidden": ["array-like"],
+    "gate_hidden": ["array-like"],
+    "gating": [StrOptions(set(GATINGS))],
+    "k": [Interval(Integral, 1, None, closed="left")],
+    "balance_weight": [Interval(Real, 0, None, closed="left")],
+}
+
+
 class FlatMoEMixin:
     """What the flat mixture-of-experts classifier and regressor share.
 
@@ -209,14 +221,8 @@ class MixtureOfExpertsClassifier(
     """
 
     _parameter_constraints = {
-        **BaseNetEstimator._parameter_constraints,
-        "n_experts": [Interval(Integral, 1, None, closed="left")],
-        "expert_hidden": ["array-like"],
-        "gate_hidden": ["array-like"],
-        "gating": [StrOptions(set(GATINGS))],
-        "k": [Interval(Integral, 1, None, closed="left")],
+        **FLAT_MOE_CONSTRAINTS,
         "loss": [StrOptions(set(LOSSES))],
-        "balance_weight": [Interval(Real, 0, None, closed="left")],
         "assignment_weight": [Interval(Real, 0, None, closed="left")],
         "diversity_weight": [Interval(Real, 0, None, closed="left")],
         "l2_weight": [Interval(Real, 0, None, closed="left")],

@@ -9,17 +9,15 @@ the experts' predictions.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import torch
 from sklearn.base import RegressorMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
 from .base import BaseNetEstimator, NetRegressorMixin, keep_state_on_error
-from .moe import FlatMoEMixin
+from .moe import FLAT_MOE_CONSTRAINTS, FlatMoEMixin
 from .nn.build import make_regressor_net
 from .nn.inference import predict_output
-from .nn.moe import GATINGS, REGRESSION_LOSSES, MixtureOfExpertsRegressionModule
+from .nn.moe import REGRESSION_LOSSES, MixtureOfExpertsRegressionModule
 
 __all__ = ["MixtureOfExpertsRegressor"]
 
@@ -100,14 +98,8 @@ class MixtureOfExpertsRegressor(
     """
 
     _parameter_constraints = {
-        **BaseNetEstimator._parameter_constraints,
-        "n_experts": [Interval(Integral, 1, None, closed="left")],
-        "expert_hidden": ["array-like"],
-        "gate_hidden": ["array-like"],
-        "gating": [StrOptions(set(GATINGS))],
-        "k": [Interval(Integral, 1, None, closed="left")],
+        **FLAT_MOE_CONSTRAINTS,
         "loss": [StrOptions(set(REGRESSION_LOSSES))],
-        "balance_weight": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
