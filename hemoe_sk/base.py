@@ -310,8 +310,9 @@ class NetClassifierMixin:
         an unweighted fit (see :meth:`_row_weights`); otherwise rows of zero
         weight are dropped from ``X`` and ``y_codes`` (so that they change
         nothing, not even a random split), ``weight`` holds the positive
-        weights of the rows kept, and ``classes`` still lists every label of
-        ``y``. Raises a ValueError when fewer than two classes keep a
+        weights of the rows kept (``None`` when they are all 1: the fit is
+        then exactly the unweighted fit on the rows kept), and ``classes``
+        still lists every label of ``y``. Raises a ValueError when fewer than two classes keep a
         positive weight.
         """
         X, y_enc, classes = self._validate_training_data(X, y)
@@ -327,6 +328,8 @@ class NetClassifierMixin:
                 f"{type(self).__name__} needs samples of at least 2 classes with a "
                 f"positive weight; only class {classes[kept[0]]!r} has one."
             )
+        if (weight == 1.0).all():  # weights 0 and 1: exactly the rows kept
+            weight = None
         return X, y_enc, classes, weight
 
     def predict_log_proba(self, X):
