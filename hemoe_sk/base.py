@@ -36,7 +36,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 from skorch import NeuralNet
 
 from .nn.training import MAX_SEED, RowSubset, resolve_device, seed_source, train_net
@@ -236,7 +240,7 @@ class NetClassifierMixin:
         return X, y_enc, classes
 
     def _row_weights(self, y_enc, classes, sample_weight):
-        """Effective weight of every training row, or ``None`` (unweighted).
+        """Effective weight of every training row (``None``: unweighted).
 
         The weight of a row is its ``sample_weight`` (1 when ``None``) times
         its class's weight from ``self.class_weight``: ``None`` (1 for every
@@ -246,8 +250,8 @@ class NetClassifierMixin:
         still equals a repeated row) or a dict ``{label: weight}`` (labels
         not in it weigh 1).
 
-        Returns ``None`` when every row weighs exactly 1, so that such a fit
-        takes the unweighted code path and equals a fit without weights.
+        Returns ``None`` when neither ``sample_weight`` nor ``class_weight``
+        is given, else an array of shape ``(n_samples,)``.
 
         Raises a ValueError for weights of the wrong shape, negative, NaN or
         infinite, all zero, and for dict keys that are not labels of ``y``.
@@ -283,8 +287,8 @@ class NetClassifierMixin:
                 per_class[i] = float(value)
             weight = weight * per_class[y_enc]
         elif class_weight == "balanced":
-            present = np.flatnonzero(np.bincount(y_enc[weight > 0], minlength=n_classes))
             positive = weight > 0
+            present = np.flatnonzero(np.bincount(y_enc[positive], minlength=n_classes))
             balanced = compute_class_weight(
                 "balanced",
                 classes=present,
@@ -299,21 +303,19 @@ class NetClassifierMixin:
                 "The effective sample weights (sample_weight times class_weight) are "
                 "all zero: at least one row must weigh more than zero."
             )
-        if (weight == 1.0).all():
-            return None
         return weight
 
     def _validate_weighted_training_data(self, X, y, sample_weight=None):
         """:meth:`_validate_training_data`, then the row weights.
 
-        Returns ``(X, y_codes, classes, weight)``. ``weight`` is ``None`` for
-        an unweighted fit (see :meth:`_row_weights`); otherwise rows of zero
-        weight are dropped from ``X`` and ``y_codes`` (so that they change
-        nothing, not even a random split), ``weight`` holds the positive
-        weights of the rows kept (``None`` when they are all 1: the fit is
-        then exactly the unweighted fit on the rows kept), and ``classes``
-        still lists every label of ``y``. Raises a ValueError when fewer than two classes keep a
-        positive weight.
+        Returns ``(X, y_codes, classes, weight)``. Rows of weight 0 are
+        dropped from ``X`` and ``y_codes``, so that they change nothing, not
+        even a random split; ``weight`` holds the weights of the rows kept, or
+        is ``None`` when they all weigh exactly 1 (no weights given, or
+        weights of 0 and 1 only): the fit then takes the unweighted code path
+        and equals the unweighted fit on the rows kept. ``classes`` still
+        lists every label of ``y``. Raises a ValueError when fewer than two
+        classes keep a positive weight.
         """
         X, y_enc, classes = self._validate_training_data(X, y)
         weight = self._row_weights(y_enc, classes, sample_weight)
@@ -326,7 +328,7 @@ class NetClassifierMixin:
         if len(kept) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes with a "
-                f"positive weight; only class {classes[kept[0]]!r} has one."
+                f"positive weight; only class {classes.tolist()[kept[0]]!r} has one."
             )
         if (weight == 1.0).all():  # weights 0 and 1: exactly the rows kept
             weight = None

@@ -338,3 +338,23 @@ def test_class_weight_survives_save_and_load(iris, tmp_path):
     buf = io.BytesIO()
     save(clf, buf)
     assert load(io.BytesIO(buf.getvalue())).class_weight == {0: 2.0, 2: 0.5}
+
+
+@pytest.mark.parametrize(
+    "experts",
+    [dict(), dict(expert="head", search_expert="head"), dict(expert="lora", expert_kl=0.5)],
+    ids=["finetune", "head", "lora-kl"],
+)
+def test_weighted_split_tree_survives_save_and_load(subpopulations, tmp_path, experts):
+    X, y = subpopulations
+    clf = HierarchicalEmbeddingMoEClassifier(
+        clusterer=KMeans(n_init=1), n_clusters_grid=(2,), split_test="none",
+        min_cluster_size=20, max_depth=1, max_epochs=2, lr=0.01,
+        embedder__hidden_dims=(16,), class_weight="balanced", random_state=0,
+        **experts,
+    ).fit(X, y, sample_weight=np.where(X[:, 0] > 0, 2.5, 1.0))
+    assert clf.n_leaves_ == 2
+    assert isinstance(clf.tree_.nodes[0].search["decision"].n, float)
+    loaded = load(save(clf, tmp_path / "tree.hemoe"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    assert loaded.tree_.nodes[0].search["decision"] == clf.tree_.nodes[0].search["decision"]
