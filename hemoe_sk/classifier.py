@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .base import (
+    CLASS_WEIGHT_CONSTRAINT,
     EMBEDDER_CONSTRAINT,
     N_JOBS_CONSTRAINT,
     BaseNetEstimator,
@@ -294,6 +295,13 @@ class HierarchicalEmbeddingMoEClassifier(
     expert_kl : float, default=0.0
         Weight of a KL penalty pulling a network expert's predictions toward
         its parent's (``"finetune"``, ``"residual"``, ``"lora"``); 0 is none.
+    class_weight : None, "balanced" or dict, default=None
+        Weight of each class (see :doc:`/weights`): ``None``, all 1;
+        ``"balanced"``, inversely proportional to the class's (weighted)
+        frequency, as :func:`sklearn.utils.class_weight.compute_class_weight`;
+        a dict ``{label: weight}``, 1 for labels not in it. A row's weight is
+        its ``sample_weight`` times its class's weight, and it weighs that
+        much in every loss, K search score and split test of the tree.
     max_epochs : int, default=40
         Epochs of the root network.
     expert_max_epochs : int or None, default=None
@@ -362,6 +370,7 @@ class HierarchicalEmbeddingMoEClassifier(
         **BaseNetEstimator._parameter_constraints,
         **EMBEDDER_CONSTRAINT,
         **N_JOBS_CONSTRAINT,
+        **CLASS_WEIGHT_CONSTRAINT,
         # Without predict: wrapped in NeighborVoteRouter at fit.
         "clusterer": [None, HasMethods(["fit"])],
         "split_signal": [StrOptions(set(SPLIT_SIGNALS))],
@@ -426,6 +435,7 @@ class HierarchicalEmbeddingMoEClassifier(
         expert="finetune",
         expert_rank=4,
         expert_kl=0.0,
+        class_weight=None,
         max_epochs=40,
         expert_max_epochs=None,
         lr=1e-3,
@@ -463,6 +473,7 @@ class HierarchicalEmbeddingMoEClassifier(
         self.expert = expert
         self.expert_rank = expert_rank
         self.expert_kl = expert_kl
+        self.class_weight = class_weight
         self.max_epochs = max_epochs
         self.expert_max_epochs = expert_max_epochs
         self.lr = lr
@@ -489,13 +500,20 @@ class HierarchicalEmbeddingMoEClassifier(
 
     @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Grow the tree on ``(X, y)``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of every row, multiplied by its
+            ``class_weight``. A row weighs that much in every network's loss,
+            in clusterers whose ``fit`` takes ``sample_weight`` (KMeans), in
+            the held-out accuracy that scores each K and in the split test.
+            Rows of weight 0 are left out before anything else, so they
+            change nothing. See :doc:`/weights`.
 
         Returns
         -------
@@ -508,7 +526,9 @@ class HierarchicalEmbeddingMoEClassifier(
                 "plain split on held-out rows: it needs selection='held-out' and "
                 f"cv=None; got selection={self.selection!r}, cv={self.cv!r}."
             )
-        X, y_enc, classes = self._validate_training_data(X, y)
+        X, y_enc, classes, weight = self._validate_weighted_training_data(
+            X, y, sample_weight
+        )
         n_classes = len(classes)
         grid = [int(k) for k in np.ravel(self.n_clusters_grid)]
         if not grid or min(grid) < 2:
@@ -576,13 +596,16 @@ class HierarchicalEmbeddingMoEClassifier(
             held[val] = True
             train_net(
                 net,
-                RowSubset(X, y_enc, all_rows[~held]),
+                RowSubset(X, y_enc, all_rows[~held], weight=weight),
                 seed=int(rng.randint(np.iinfo(np.int32).max)),
                 stage="root network (fit part)",
             )
         else:
             train_net(
-                net, RowSubset(X, y_enc, all_rows), seed=root_seed, stage="root network"
+                net,
+                RowSubset(X, y_enc, all_rows, weight=weight),
+                seed=root_seed,
+                stage="root network",
             )
         root_epochs = int(getattr(net, "max_epochs", self.max_epochs))
 
@@ -634,7 +657,7 @@ class HierarchicalEmbeddingMoEClassifier(
             if can_split:
                 children = self._split(
                     node, rows, node_held, X, y_enc, n_classes, clusterer, grid,
-                    cluster_grid, min_size, expert_epochs, rng, device,
+                    cluster_grid, min_size, expert_epochs, rng, device, weight,
                 )
                 for c_rows, c_held, expert, c_seed in children:
                     child_embedder = expert.net if expert.net is not None else node.embedder
@@ -655,7 +678,7 @@ class HierarchicalEmbeddingMoEClassifier(
             if self.refit and node_held is not None:
                 self._refit_leaf(
                     nodes, node, rows, X, y_enc, n_classes, expert_epochs,
-                    node_seed, device,
+                    node_seed, device, weight,
                 )
         tree = HierarchyTree(nodes, n_classes)
         self.refine_loss_ = []
@@ -669,9 +692,10 @@ class HierarchicalEmbeddingMoEClassifier(
                 seed=int(rng.randint(np.iinfo(np.int32).max)),
                 device=device,
                 optimizer=self.optimizer,
+                sample_weight=weight,
             )
         for node, rows, _, _ in leaves:
-            node.train_accuracy = self._node_accuracy(node, X, y_enc, rows)
+            node.train_accuracy = self._node_accuracy(node, X, y_enc, rows, weight)
 
         self.classes_ = classes
         self.embedder_ = net
@@ -685,7 +709,7 @@ class HierarchicalEmbeddingMoEClassifier(
         return self
 
     def _context(self, node, rows, net, X, y_enc, n_classes, expert_epochs, device,
-                 E=None):
+                 E=None, weight=None):
         return NodeContext(
             X=X,
             y=y_enc,
@@ -707,11 +731,12 @@ class HierarchicalEmbeddingMoEClassifier(
             overlap=float(self.overlap),
             outside_share=float(self.outside_share),
             search_expert=self.search_expert,
+            w=weight,
         )
 
     def _split(
         self, node, rows, held, X, y_enc, n_classes, clusterer, grid, cluster_grid,
-        min_size, expert_epochs, rng, device,
+        min_size, expert_epochs, rng, device, weight=None,
     ):
         """Search the node's K.
 
@@ -719,7 +744,8 @@ class HierarchicalEmbeddingMoEClassifier(
         or ``[]`` when the node stays whole.
         """
         context = self._context(
-            node, rows, node.embedder, X, y_enc, n_classes, expert_epochs, device
+            node, rows, node.embedder, X, y_enc, n_classes, expert_epochs, device,
+            weight=weight,
         )
         name = context.name
         seed = int(rng.randint(np.iinfo(np.int32).max))
@@ -850,6 +876,7 @@ class HierarchicalEmbeddingMoEClassifier(
             alpha=self.split_alpha,
             min_gain=self.min_gain,
             random_state=seed,
+            sample_weight=None if context.w is None else context.w[rows[val]],
         )
         node.search["pair"] = {"pair": pair, "n_ambiguous": n_ambiguous,
                                "decision": decision}
@@ -859,7 +886,8 @@ class HierarchicalEmbeddingMoEClassifier(
         return rows[union], held[union], expert, seed + 1 + k
 
     def _refit_leaf(
-        self, nodes, node, rows, X, y_enc, n_classes, expert_epochs, seed, device
+        self, nodes, node, rows, X, y_enc, n_classes, expert_epochs, seed, device,
+        weight=None,
     ):
         """Train a leaf's expert again on all of its rows (held-out selection).
 
@@ -868,14 +896,15 @@ class HierarchicalEmbeddingMoEClassifier(
         its parent's embeddings) exactly as in the search, on all its rows.
         """
         if node.parent < 0:
-            train_net(node.embedder, RowSubset(X, y_enc, rows), seed=seed,
-                      stage="root network")
+            train_net(node.embedder, RowSubset(X, y_enc, rows, weight=weight),
+                      seed=seed, stage="root network")
             return
         parent = nodes[node.parent]
         # A fine-tuned expert reads X, not the parent's embeddings.
         E = np.empty((len(rows), 0), np.float32) if self.expert in NET_EXPERTS else None
         context = self._context(
-            node, rows, parent.embedder, X, y_enc, n_classes, expert_epochs, device, E
+            node, rows, parent.embedder, X, y_enc, n_classes, expert_epochs, device, E,
+            weight,
         )
         expert = context.train_expert(
             np.arange(len(rows)), seed=seed, stage=f"{context.name}, refit on all rows"
@@ -884,10 +913,13 @@ class HierarchicalEmbeddingMoEClassifier(
         node.embedder = expert.net if expert.net is not None else parent.embedder
 
     @staticmethod
-    def _node_accuracy(node, X, y_enc, rows):
+    def _node_accuracy(node, X, y_enc, rows, weight=None):
         E = embed(node.embedder, X, rows=rows) if node.classifier.needs_embedding else None
         proba = node.classifier.predict_proba(X, rows, E)
-        return float(np.mean(proba.argmax(axis=1) == y_enc[rows]))
+        correct = proba.argmax(axis=1) == y_enc[rows]
+        if weight is None:
+            return float(np.mean(correct))
+        return float(np.average(correct, weights=weight[rows]))
 
     # -- predict -------------------------------------------------------------
     def predict_proba(self, X):
