@@ -24,17 +24,10 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy.special import log_softmax
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    ClusterMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
@@ -97,8 +90,7 @@ def _mixae_loss(logits, errors, scale, alpha, beta):
 
 
 class MixtureOfAutoencodersClusterer(
-    AutoencoderClustererMixin,
-    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator
+    AutoencoderClustererMixin, ClusterMixin, BaseEstimator
 ):
     """Clustering with a mixture of autoencoders (MIXAE).
 
@@ -362,7 +354,7 @@ class MixtureOfAutoencodersClusterer(
         scale = self.n_features_in_ / (2.0 * self.noise_variance_)
         return log_softmax(-scale * errors, axis=1)
 
-    def _soft_assign(self, X):
+    def _route_proba(self, X):
         """Soft assignments of validated ``X`` from the reconstruction errors."""
         errors = check_finite_outputs(
             self._errors(self.module_, X), "reconstruction errors"
@@ -572,8 +564,7 @@ class MixtureOfAutoencodersClusterer(
             ``errors[i, k]``: mean over the features of the squared error of
             autoencoder k on sample i.
         """
-        check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        X = self._validate_new(X)
         return check_finite_outputs(
             self._errors(self.module_, X), "reconstruction errors"
         )
@@ -594,29 +585,11 @@ class MixtureOfAutoencodersClusterer(
         p : ndarray of shape (n_samples, n_clusters)
             Softmax of the assignment network; rows sum to one.
         """
-        check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        X = self._validate_new(X)
         module = self.module_
         logits = batched(module, lambda x: module(x)[0], X, EVAL_BATCH_SIZE)
         logits = logits.reshape(len(X), -1).astype(np.float64)
         return np.exp(log_softmax(logits, axis=1))
-
-    def transform(self, X):
-        """Soft cluster assignments from the reconstruction errors.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
-
-        Returns
-        -------
-        Q : ndarray of shape (n_samples, n_clusters)
-            ``softmax(-n_features * errors / (2 * noise_variance_))``; each
-            row sums to one, and its argmax is the autoencoder with the
-            smallest reconstruction error.
-        """
-        return self._predict_q(X)
 
     # ------------------------------------------------------------ pickling
 

@@ -34,9 +34,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from .kernels import squared_distances as _sq_distances
+from .routing import RouterMixin
 
 __all__ = ["BalancedKMeans", "ClassGroupClusterer", "WithinClassClusterer"]
 
@@ -195,7 +196,7 @@ def _centres_of(X, labels, k):
     return np.asarray(onehot @ X) / np.bincount(labels, minlength=k)[:, None]
 
 
-class BalancedKMeans(ClusterMixin, BaseEstimator):
+class BalancedKMeans(RouterMixin, ClusterMixin, BaseEstimator):
     """K-means whose training assignment gives every cluster the same size.
 
     Lloyd's algorithm, except that every assignment step is
@@ -394,39 +395,11 @@ class BalancedKMeans(ClusterMixin, BaseEstimator):
         )
         return self
 
-    def predict_proba(self, X):
-        """Student-t routing probabilities ``q_j ∝ 1 / (1 + ||x - mu_j||^2)``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, `n_clusters_`)
-            Rows sum to one; their argmax is :meth:`predict`.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route_proba(self, X):
         q = _student_t(X, self.cluster_centers_)
         return q / q.sum(axis=1, keepdims=True)
 
-    def predict(self, X):
-        """Nearest centre (no balance constraint on new points).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Cluster index of each point.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route(self, X):
         return _sq_distances(X, self.cluster_centers_).argmin(axis=1).astype(np.int64)
 
 
@@ -440,7 +413,7 @@ def _renumber_by_first(groups):
     return order[inverse].astype(np.int64)
 
 
-class ClassGroupClusterer(ClusterMixin, BaseEstimator):
+class ClassGroupClusterer(RouterMixin, ClusterMixin, BaseEstimator):
     """Groups of mutually confused classes, routed by a softmax head (HD-CNN).
 
     :meth:`fit` trains a multinomial ``LogisticRegression`` head on the rows
@@ -654,38 +627,8 @@ class ClassGroupClusterer(ClusterMixin, BaseEstimator):
         q = P @ member
         return q / q.sum(axis=1, keepdims=True)
 
-    def predict_proba(self, X):
-        """Probability of each group: the head's class probabilities summed
-        over the group's classes.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route (no labels needed).
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, `n_clusters_`)
-            Rows sum to one; their argmax is :meth:`predict`.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route_proba(self, X):
         return self._proba(self.head_.predict_proba(X))
-
-    def predict(self, X):
-        """Most probable group (argmax of :meth:`predict_proba`).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Group index of each point.
-        """
-        return self.predict_proba(X).argmax(axis=1).astype(np.int64)
 
 
 # ----------------------------------------------------------------- within class
@@ -703,7 +646,7 @@ def _n_subclusters(n_distinct, n_subclusters, n_clusters):
     return m
 
 
-class WithinClassClusterer(ClusterMixin, BaseEstimator):
+class WithinClassClusterer(RouterMixin, ClusterMixin, BaseEstimator):
     """Sub-populations within classes, grouped across classes (GEORGE-like).
 
     :meth:`fit` runs k-means with ``n_subclusters`` clusters on the rows of
@@ -895,41 +838,13 @@ class WithinClassClusterer(ClusterMixin, BaseEstimator):
         self.training_agreement_ = float(np.mean(groups[nearest] == self.labels_))
         return self
 
-    def predict_proba(self, X):
-        """Student-t kernel to the sub-centroids, summed per group.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route (no labels needed).
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, `n_clusters_`)
-            Rows sum to one.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route_proba(self, X):
         kernel = _student_t(X, self.subcluster_centers_)
         member = np.zeros((len(self.subcluster_group_), self.n_clusters_))
         member[np.arange(len(self.subcluster_group_)), self.subcluster_group_] = 1.0
         q = kernel @ member
         return q / q.sum(axis=1, keepdims=True)
 
-    def predict(self, X):
-        """Group of the nearest sub-centroid.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Group index of each point.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route(self, X):
         nearest = _sq_distances(X, self.subcluster_centers_).argmin(axis=1)
         return self.subcluster_group_[nearest].astype(np.int64)
