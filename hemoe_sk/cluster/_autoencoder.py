@@ -23,6 +23,7 @@ from skorch import NeuralNet, NeuralNetRegressor
 from skorch.callbacks import Callback
 from torch import nn
 
+from .._docstrings import fill_doc
 from ..base import check_layer_sizes, keep_state_on_error
 from ..nn.inference import EVAL_BATCH_SIZE, batched
 from ..nn.modules import AutoEncoder
@@ -117,6 +118,7 @@ class _ArrayBatches:
                 yield X[order[start:stop]], y[order[start:stop]]
 
 
+@fill_doc
 class AutoencoderClustererMixin(
     RouterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 ):
@@ -163,11 +165,7 @@ class AutoencoderClustererMixin(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
+        %(fit_X_y_ignored)s
 
         Returns
         -------
@@ -316,10 +314,7 @@ class AutoencoderClustererMixin(
     def transform(self, X):
         """Soft cluster assignments, as :meth:`predict_proba` gives them.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
+        %(new_X_parameters)s
 
         Returns
         -------
@@ -334,11 +329,7 @@ class AutoencoderClustererMixin(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
+        %(fit_X_y_ignored)s
 
         autoencoder : skorch.NeuralNet, default=None
             A fitted autoencoder net to start from instead of pretraining, as

@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
+from .._docstrings import fill_doc
 from ..base import keep_state_on_error
 from ..nn.inference import check_finite_outputs
 from ..nn.training import DivergenceError, retry_on_divergence, torch_seed
@@ -79,6 +80,7 @@ def _reseed_empty_clusters(Z, labels, centers, optimizer, n_clusters):
     return moved
 
 
+@fill_doc
 class DECClusterer(AutoencoderClustererMixin, ClusterMixin, BaseEstimator):
     """Deep Embedded Clustering (DEC), and IDEC with ``gamma > 0``.
 
@@ -187,12 +189,7 @@ class DECClusterer(AutoencoderClustererMixin, ClusterMixin, BaseEstimator):
         ``"reconstruction"`` (means over the steps since the previous update,
         NaN for the first) and ``"n_reseeded"`` (empty clusters re-seeded).
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
@@ -307,11 +304,7 @@ class DECClusterer(AutoencoderClustererMixin, ClusterMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
+        %(fit_X_y_ignored)s
 
         autoencoder : skorch.NeuralNet, default=None
             A fitted autoencoder net, e.g. ``other.autoencoder_`` of a
@@ -495,10 +488,7 @@ class DECClusterer(AutoencoderClustererMixin, ClusterMixin, BaseEstimator):
 
         Available after :meth:`pretrain` as well as after :meth:`fit`.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to encode.
+        %(new_X_parameters)s
 
         Returns
         -------

@@ -31,6 +31,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 from torch.nn import functional as F
 
+from .._docstrings import fill_doc
 from ..base import check_layer_sizes, keep_state_on_error
 from ..nn.inference import EVAL_BATCH_SIZE, batched, check_finite_outputs, device_of
 from ..nn.modules import mlp
@@ -89,6 +90,7 @@ def _mixae_loss(logits, errors, scale, alpha, beta):
     return loss, (reconstruction, sample_entropy, batch_entropy)
 
 
+@fill_doc
 class MixtureOfAutoencodersClusterer(
     AutoencoderClustererMixin, ClusterMixin, BaseEstimator
 ):
@@ -237,12 +239,7 @@ class MixtureOfAutoencodersClusterer(
         Mean over the training data of the smallest reconstruction error;
         sets the sharpness of :meth:`predict_proba`.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
@@ -371,11 +368,7 @@ class MixtureOfAutoencodersClusterer(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
+        %(fit_X_y_ignored)s
 
         autoencoder : skorch.NeuralNet, default=None
             A fitted autoencoder net, e.g. ``other.autoencoder_`` after
@@ -553,10 +546,7 @@ class MixtureOfAutoencodersClusterer(
     def reconstruction_error(self, X):
         """Mean squared reconstruction error of every autoencoder.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to reconstruct.
+        %(new_X_parameters)s
 
         Returns
         -------
@@ -575,10 +565,7 @@ class MixtureOfAutoencodersClusterer(
         The paper's cluster probabilities; :meth:`predict_proba` uses the
         reconstruction errors instead (see the class description).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
+        %(new_X_parameters)s
 
         Returns
         -------

@@ -33,6 +33,7 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._docstrings import fill_doc
 from .kernels import student_t_assign
 
 __all__ = [
@@ -93,6 +94,7 @@ def soft_assign(router, E, n_clusters=None):
     return q / q.sum(axis=1, keepdims=True)
 
 
+@fill_doc
 class RouterMixin:
     """``predict_proba`` and ``predict`` of a clusterer that routes new points.
 
@@ -114,13 +116,9 @@ class RouterMixin:
     def predict_proba(self, X):
         """Soft routing: the probability of every cluster for new points.
 
-        The class description says how they are computed. No labels are
-        needed.
+        The class description says how they are computed.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
+        %(new_X_parameters)s
 
         Returns
         -------
@@ -136,10 +134,7 @@ class RouterMixin:
         The argmax of :meth:`predict_proba` unless the class description
         says otherwise.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
+        %(new_X_parameters)s
 
         Returns
         -------
@@ -160,6 +155,7 @@ def _contiguous(raw):
     return labels
 
 
+@fill_doc
 class NeighborVoteRouter(RouterMixin, ClusterMixin, BaseEstimator):
     """Route new points by a vote of their nearest clustered training points.
 
@@ -242,12 +238,7 @@ class NeighborVoteRouter(RouterMixin, ClusterMixin, BaseEstimator):
         cluster (``labels_``): how faithfully the vote reproduces the
         clustering. Close to 1 for well-separated clusters.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------

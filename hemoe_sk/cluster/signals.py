@@ -36,6 +36,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
+from .._docstrings import fill_doc
 from .kernels import squared_distances as _sq_distances
 from .routing import RouterMixin
 
@@ -196,6 +197,7 @@ def _centres_of(X, labels, k):
     return np.asarray(onehot @ X) / np.bincount(labels, minlength=k)[:, None]
 
 
+@fill_doc
 class BalancedKMeans(RouterMixin, ClusterMixin, BaseEstimator):
     """K-means whose training assignment gives every cluster the same size.
 
@@ -258,12 +260,7 @@ class BalancedKMeans(RouterMixin, ClusterMixin, BaseEstimator):
         Fraction of training rows whose nearest centre is the cluster the
         balanced assignment gave them.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
@@ -413,6 +410,7 @@ def _renumber_by_first(groups):
     return order[inverse].astype(np.int64)
 
 
+@fill_doc
 class ClassGroupClusterer(RouterMixin, ClusterMixin, BaseEstimator):
     """Groups of mutually confused classes, routed by a softmax head (HD-CNN).
 
@@ -486,12 +484,7 @@ class ClassGroupClusterer(RouterMixin, ClusterMixin, BaseEstimator):
         Fraction of training rows that :meth:`predict` routes to the group of
         their own class.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
@@ -646,6 +639,7 @@ def _n_subclusters(n_distinct, n_subclusters, n_clusters):
     return m
 
 
+@fill_doc
 class WithinClassClusterer(RouterMixin, ClusterMixin, BaseEstimator):
     """Sub-populations within classes, grouped across classes (GEORGE-like).
 
@@ -714,12 +708,7 @@ class WithinClassClusterer(RouterMixin, ClusterMixin, BaseEstimator):
         Fraction of training rows that :meth:`predict` routes to the group
         of :attr:`labels_`.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
