@@ -44,6 +44,12 @@ __all__ = ["BalancedKMeans", "ClassGroupClusterer", "WithinClassClusterer"]
 
 _MAX_SEED = np.iinfo(np.int32).max
 
+#: Constraints of the parameters the three clusterers share.
+_SHARED_CONSTRAINTS: dict = {
+    "n_clusters": [Interval(Integral, 1, None, closed="left")],
+    "random_state": ["random_state"],
+}
+
 
 def _student_t(X, centers):
     """Student-t kernel ``1 / (1 + d^2)`` to every centre (not normalised):
@@ -55,13 +61,40 @@ def _student_t(X, centers):
     return 1.0 / (1.0 + _sq_distances(X, centers))
 
 
-def _validate_X_y(estimator, X, y, reset):
-    """Validate ``X`` (and ``y`` where given) as the three clusterers do."""
-    if y is None:
-        return validate_data(estimator, X, reset=reset, dtype=[np.float64, np.float32]), None
-    X, y = validate_data(estimator, X, y, reset=reset, dtype=[np.float64, np.float32])
-    check_classification_targets(y)
-    return X, y
+class _ClassLabelsMixin(RouterMixin):
+    """``fit(X, y)`` of a clusterer that reads the node's class labels.
+
+    The class implements ``_fit(X, y)`` on validated ``X`` and ``y`` (``y``
+    None when no labels were given) and routes new points without labels
+    (:class:`~hemoe_sk.cluster.routing.RouterMixin`).
+    """
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit on a node's embeddings and the class of each row.
+
+        See the class description for what is fitted; new points are then
+        routed without labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows (a node's embeddings); float32 is accepted.
+
+        y : array-like of shape (n_samples,), default=None
+            Class of each row (any labels). ``None``: see the class's Notes.
+
+        Returns
+        -------
+        self : object
+            Fitted clusterer.
+        """
+        dtype = [np.float64, np.float32]
+        if y is None:
+            return self._fit(validate_data(self, X, dtype=dtype), None)
+        X, y = validate_data(self, X, y, dtype=dtype)
+        check_classification_targets(y)
+        return self._fit(X, y)
 
 
 def _check_enough_samples(n_samples, n_clusters):
@@ -297,11 +330,10 @@ class BalancedKMeans(RouterMixin, ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        **_SHARED_CONSTRAINTS,
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, n_clusters=8, *, max_iter=100, n_init=3, tol=1e-4, random_state=None):
@@ -411,7 +443,7 @@ def _renumber_by_first(groups):
 
 
 @fill_doc
-class ClassGroupClusterer(RouterMixin, ClusterMixin, BaseEstimator):
+class ClassGroupClusterer(_ClassLabelsMixin, ClusterMixin, BaseEstimator):
     """Groups of mutually confused classes, routed by a softmax head (HD-CNN).
 
     :meth:`fit` trains a multinomial ``LogisticRegression`` head on the rows
@@ -500,9 +532,10 @@ class ClassGroupClusterer(RouterMixin, ClusterMixin, BaseEstimator):
     entry) is added to every off-diagonal entry so that the similarity graph
     is connected.
 
-    Without ``y`` (``fit(X)``), the classes are replaced by the k-means
-    clusters of ``X`` with ``n_clusters`` clusters, each its own group: the
-    clusterer is then k-means whose routing is learned by the head.
+    :meth:`fit` needs at least two classes. Without ``y`` (``fit(X)``),
+    the classes are replaced by the k-means clusters of ``X`` with
+    ``n_clusters`` clusters, each its own group: the clusterer is then
+    k-means whose routing is learned by the head.
 
     Examples
     --------
@@ -520,10 +553,9 @@ class ClassGroupClusterer(RouterMixin, ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        **_SHARED_CONSTRAINTS,
         "C": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, n_clusters=2, *, C=1.0, max_iter=1000, random_state=None):
@@ -545,26 +577,8 @@ class ClassGroupClusterer(RouterMixin, ClusterMixin, BaseEstimator):
         ).fit_predict(A)
         return _renumber_by_first(groups)
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Train the head, measure its confusion, group the classes.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training rows (a node's embeddings); float32 is accepted.
-
-        y : array-like of shape (n_samples,), default=None
-            Class of each row (any labels). At least two classes are
-            needed. ``None`` replaces the classes by k-means clusters (see
-            Notes).
-
-        Returns
-        -------
-        self : ClassGroupClusterer
-            Fitted clusterer.
-        """
-        X, y = _validate_X_y(self, X, y, reset=True)
+    def _fit(self, X, y):
+        """Train the head, measure its confusion, group the classes."""
         rng = check_random_state(self.random_state)
         kmeans_seed, spectral_seed = rng.randint(_MAX_SEED, size=2)
         if y is None:
@@ -640,7 +654,7 @@ def _n_subclusters(n_distinct, n_subclusters, n_clusters):
 
 
 @fill_doc
-class WithinClassClusterer(RouterMixin, ClusterMixin, BaseEstimator):
+class WithinClassClusterer(_ClassLabelsMixin, ClusterMixin, BaseEstimator):
     """Sub-populations within classes, grouped across classes (GEORGE-like).
 
     :meth:`fit` runs k-means with ``n_subclusters`` clusters on the rows of
@@ -744,10 +758,9 @@ class WithinClassClusterer(RouterMixin, ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        **_SHARED_CONSTRAINTS,
         "n_subclusters": [Interval(Integral, 1, None, closed="left")],
         "center_classes": ["boolean"],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, n_clusters=2, *, n_subclusters=2, center_classes=True, random_state=None):
@@ -756,25 +769,8 @@ class WithinClassClusterer(RouterMixin, ClusterMixin, BaseEstimator):
         self.center_classes = center_classes
         self.random_state = random_state
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Find the sub-clusters of every class and group them.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training rows (a node's embeddings); float32 is accepted.
-
-        y : array-like of shape (n_samples,), default=None
-            Class of each row (any labels). ``None``: all rows are one class
-            (see Notes).
-
-        Returns
-        -------
-        self : WithinClassClusterer
-            Fitted clusterer.
-        """
-        X, y = _validate_X_y(self, X, y, reset=True)
+    def _fit(self, X, y):
+        """Find the sub-clusters of every class and group them."""
         X64 = np.asarray(X, dtype=np.float64)
         n_samples = X64.shape[0]
         if y is None:
