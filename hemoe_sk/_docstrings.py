@@ -61,6 +61,53 @@ X : array-like of shape (n_samples, n_features)
 """)
 
 
+# hemoe_sk.inspection ----------------------------------------------------
+
+_section("fitted_tree_example", """
+>>> from sklearn.cluster import KMeans
+>>> from sklearn.datasets import make_blobs
+>>> from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+>>> X, c = make_blobs(n_samples=200, centers=6, random_state=0)
+>>> y = c % 2
+>>> clf = HierarchicalEmbeddingMoEClassifier(
+...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,),
+...     split_test="none",
+...     max_depth=1, min_cluster_size=20, max_epochs=5, random_state=0,
+... ).fit(X, y)
+""")
+
+_section("fitted_moe_example", """
+>>> from sklearn.datasets import make_blobs
+>>> from hemoe_sk import MixtureOfExpertsClassifier
+>>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
+>>> clf = MixtureOfExpertsClassifier(n_experts=2, max_epochs=3,
+...                                  random_state=0).fit(X, y)
+""")
+
+_section("moe_estimator_X_y", """
+estimator : MixtureOfExpertsClassifier or Pipeline
+    Fitted; a pipeline's first steps transform ``X``.
+X : array-like of shape (n_samples, n_features)
+    Samples.
+y : array-like of shape (n_samples,)
+    Their labels (need not be predicted ones).
+""")
+
+_section("csv_path_parameter", """
+path : str or path-like
+    Destination file (overwritten).
+""")
+
+_section("heatmap_parameters", """
+ax : matplotlib Axes or None, default=None
+    Where to draw; a new figure when None.
+cmap : str, default="Blues"
+    Colormap of the shares.
+colorbar : bool, default=True
+    Whether to draw a colour bar.
+""")
+
+
 def _filled(doc, where):
     def put(match):
         indent, name = match.groups()
