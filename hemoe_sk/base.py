@@ -35,14 +35,20 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 from skorch import NeuralNet
 
-from .nn.training import MAX_SEED, resolve_device, seed_source, train_net
+from .nn.training import MAX_SEED, RowSubset, resolve_device, seed_source, train_net
 
 __all__ = [
+    "CLASS_WEIGHT_CONSTRAINT",
     "EMBEDDER_CONSTRAINT",
     "N_JOBS_CONSTRAINT",
     "BaseNetEstimator",
@@ -57,6 +63,10 @@ __all__ = [
 #: (an :class:`~hemoe_sk.nn.MLPEmbedder`), a torch module class, or an
 #: unfitted skorch net.
 EMBEDDER_CONSTRAINT = {"embedder": [None, type, NeuralNet]}
+
+#: Constraint of ``class_weight``, for the classifiers: ``None`` (every class
+#: weighs 1), ``"balanced"`` or a dict ``{label: weight}``.
+CLASS_WEIGHT_CONSTRAINT = {"class_weight": [None, dict, StrOptions({"balanced"})]}
 
 #: Constraint of ``n_jobs``, for the estimators that run work in parallel.
 N_JOBS_CONSTRAINT = {"n_jobs": [None, Integral]}
@@ -180,9 +190,15 @@ class BaseNetEstimator(BaseEstimator):
         """``n`` integer seeds from ``random_state``; ``np.random`` untouched."""
         return [int(s) for s in seed_source(self.random_state).randint(MAX_SEED, size=n)]
 
-    def _train(self, net, X, y=None, *, seed, stage, **kwargs):
+    def _train(self, net, X, y=None, *, seed, stage, weight=None, **kwargs):
         """:func:`~hemoe_sk.nn.training.train_net` (NaN loss retried once at
-        ``lr / 10``), with the estimator's name in the stage of any message."""
+        ``lr / 10``), with the estimator's name in the stage of any message.
+
+        ``weight`` (one per row of ``X``) trains on the weighted loss, through
+        a :class:`~hemoe_sk.nn.training.RowSubset`; ``None`` passes ``(X, y)``
+        to skorch as they are."""
+        if weight is not None:
+            X, y = RowSubset(X, y, np.arange(len(X)), weight=weight), None
         return train_net(
             net, X, y, seed=seed, stage=f"{type(self).__name__} {stage}", **kwargs
         )
@@ -225,6 +241,101 @@ class NetClassifierMixin:
                 f"1 class only ({classes.tolist()[0]!r})."
             )
         return X, y_enc, classes
+
+    def _row_weights(self, y_enc, classes, sample_weight):
+        """Effective weight of every training row (``None``: unweighted).
+
+        The weight of a row is its ``sample_weight`` (1 when ``None``) times
+        its class's weight from ``self.class_weight``: ``None`` (1 for every
+        class), ``"balanced"`` (as in
+        :func:`sklearn.utils.class_weight.compute_class_weight`, with classes
+        counted by their summed sample weights, so that an integer weight
+        still equals a repeated row) or a dict ``{label: weight}`` (labels
+        not in it weigh 1).
+
+        Returns ``None`` when neither ``sample_weight`` nor ``class_weight``
+        is given, else an array of shape ``(n_samples,)``.
+
+        Raises a ValueError for weights of the wrong shape, negative, NaN or
+        infinite, all zero, and for dict keys that are not labels of ``y``.
+        """
+        class_weight = getattr(self, "class_weight", None)
+        if sample_weight is None and class_weight is None:
+            return None
+        n_classes = len(classes)
+        weight = _check_sample_weight(
+            sample_weight, y_enc, dtype=np.float64, ensure_non_negative=True
+        )
+        if isinstance(class_weight, dict):
+            labels = classes.tolist()
+            unknown = [k for k in class_weight if k not in labels]
+            if unknown:
+                raise ValueError(
+                    f"class_weight has keys {unknown} that are not labels of y; the "
+                    f"labels are {labels}."
+                )
+            per_class = np.ones(n_classes)
+            for i, label in enumerate(labels):
+                value = class_weight.get(label, 1.0)
+                if (
+                    not isinstance(value, Real)
+                    or isinstance(value, bool)
+                    or not np.isfinite(value)
+                    or value < 0
+                ):
+                    raise ValueError(
+                        f"class_weight[{label!r}] must be a finite number >= 0; got "
+                        f"{value!r}."
+                    )
+                per_class[i] = float(value)
+            weight = weight * per_class[y_enc]
+        elif class_weight == "balanced":
+            positive = weight > 0
+            present = np.flatnonzero(np.bincount(y_enc[positive], minlength=n_classes))
+            balanced = compute_class_weight(
+                "balanced",
+                classes=present,
+                y=y_enc[positive],
+                sample_weight=weight[positive],
+            )
+            per_class = np.ones(n_classes)
+            per_class[present] = balanced
+            weight = weight * per_class[y_enc]
+        if not (weight > 0).any():
+            raise ValueError(
+                "The effective sample weights (sample_weight times class_weight) are "
+                "all zero: at least one row must weigh more than zero."
+            )
+        return weight
+
+    def _validate_weighted_training_data(self, X, y, sample_weight=None):
+        """:meth:`_validate_training_data`, then the row weights.
+
+        Returns ``(X, y_codes, classes, weight)``. Rows of weight 0 are
+        dropped from ``X`` and ``y_codes``, so that they change nothing, not
+        even a random split; ``weight`` holds the weights of the rows kept, or
+        is ``None`` when they all weigh exactly 1 (no weights given, or
+        weights of 0 and 1 only): the fit then takes the unweighted code path
+        and equals the unweighted fit on the rows kept. ``classes`` still
+        lists every label of ``y``. Raises a ValueError when fewer than two
+        classes keep a positive weight.
+        """
+        X, y_enc, classes = self._validate_training_data(X, y)
+        weight = self._row_weights(y_enc, classes, sample_weight)
+        if weight is None:
+            return X, y_enc, classes, None
+        keep = weight > 0
+        if not keep.all():
+            X, y_enc, weight = X[keep], y_enc[keep], weight[keep]
+        kept = np.unique(y_enc)
+        if len(kept) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes with a "
+                f"positive weight; only class {classes.tolist()[kept[0]]!r} has one."
+            )
+        if (weight == 1.0).all():  # weights 0 and 1: exactly the rows kept
+            weight = None
+        return X, y_enc, classes, weight
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.

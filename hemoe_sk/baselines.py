@@ -31,6 +31,7 @@ from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 
 from .base import (
+    CLASS_WEIGHT_CONSTRAINT,
     EMBEDDER_CONSTRAINT,
     BaseNetEstimator,
     NetClassifierMixin,
@@ -76,6 +77,12 @@ class FineTunedEnsembleClassifier(
         Epochs each copy is fine-tuned on all the training data; ``None``
         means ``max_epochs``. ``0`` keeps the copies identical to the base
         network (the ensemble then predicts exactly as the base network).
+    class_weight : None, "balanced" or dict, default=None
+        Weight of each class in the loss of the base network and of every
+        copy (see :doc:`/weights`): ``None``, all 1; ``"balanced"``, inversely
+        proportional to the class's (weighted) frequency, as
+        :func:`sklearn.utils.class_weight.compute_class_weight`; a dict
+        ``{label: weight}``, 1 for labels not in it.
     max_epochs : int, default=20
         Epochs of the base network's training.
     lr : float, default=1e-3
@@ -137,6 +144,7 @@ class FineTunedEnsembleClassifier(
         **EMBEDDER_CONSTRAINT,
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
         "finetune_epochs": [Interval(Integral, 0, None, closed="left"), None],
+        **CLASS_WEIGHT_CONSTRAINT,
     }
 
     def __init__(
@@ -145,6 +153,7 @@ class FineTunedEnsembleClassifier(
         *,
         n_estimators=4,
         finetune_epochs=None,
+        class_weight=None,
         max_epochs=20,
         lr=1e-3,
         batch_size=64,
@@ -157,6 +166,7 @@ class FineTunedEnsembleClassifier(
         self.embedder = embedder
         self.n_estimators = n_estimators
         self.finetune_epochs = finetune_epochs
+        self.class_weight = class_weight
         self.max_epochs = max_epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -176,7 +186,7 @@ class FineTunedEnsembleClassifier(
 
     @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the base network, then fine-tune ``n_estimators`` copies of it.
 
         Parameters
@@ -185,6 +195,10 @@ class FineTunedEnsembleClassifier(
             Training data, scaled (use a Pipeline with a scaler).
         y : array-like of shape (n_samples,)
             Class labels, of any type.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row in every network's loss (times
+            its ``class_weight``); rows of weight 0 are left out. See
+            :doc:`/weights`.
 
         Returns
         -------
@@ -192,7 +206,9 @@ class FineTunedEnsembleClassifier(
             The fitted estimator.
         """
         embedder_params = self._module_params()
-        X, y_enc, classes = self._validate_training_data(X, y)
+        X, y_enc, classes, weight = self._validate_weighted_training_data(
+            X, y, sample_weight
+        )
         X = np.ascontiguousarray(X)
         finetune_epochs = (
             self.max_epochs if self.finetune_epochs is None else self.finetune_epochs
@@ -205,7 +221,9 @@ class FineTunedEnsembleClassifier(
             embedder_params=embedder_params,
             **self._net_params(),
         )
-        self._train(net, X, y_enc, seed=seeds[0], stage="base network")
+        self._train(
+            net, X, y_enc, seed=seeds[0], stage="base network", weight=weight
+        )
         self._log(f"base network trained ({net.max_epochs} epochs)")
 
         members = []
@@ -218,6 +236,7 @@ class FineTunedEnsembleClassifier(
                     y_enc,
                     seed=seed,
                     stage=f"member {i}",
+                    weight=weight,
                     partial=True,
                     max_epochs=finetune_epochs,
                 )

@@ -189,6 +189,13 @@ class HierarchicalEmbeddingMoEClassifier(
     expert_kl : float, default=0.0
         Weight of a KL penalty pulling a network expert's predictions toward
         its parent's (``"finetune"``, ``"residual"``, ``"lora"``); 0 is none.
+    class_weight : None, "balanced" or dict, default=None
+        Weight of each class (see :doc:`/weights`): ``None``, all 1;
+        ``"balanced"``, inversely proportional to the class's (weighted)
+        frequency, as :func:`sklearn.utils.class_weight.compute_class_weight`;
+        a dict ``{label: weight}``, 1 for labels not in it. A row's weight is
+        its ``sample_weight`` times its class's weight, and it weighs that
+        much in every loss, K search score and split test of the tree.
     max_epochs : int, default=40
         Epochs of the root network.
     expert_max_epochs : int or None, default=None
@@ -263,20 +270,29 @@ class HierarchicalEmbeddingMoEClassifier(
 
     @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Grow the tree on ``(X, y)``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of every row, multiplied by its
+            ``class_weight``. A row weighs that much in every network's loss,
+            in clusterers whose ``fit`` takes ``sample_weight`` (KMeans), in
+            the held-out accuracy that scores each K and in the split test.
+            Rows of weight 0 are left out before anything else, so they
+            change nothing. See :doc:`/weights`.
 
         Returns
         -------
         self
         """
         module_params = self._module_params()
-        X, y_enc, classes = self._validate_training_data(X, y)
+        X, y_enc, classes, weight = self._validate_weighted_training_data(
+            X, y, sample_weight
+        )
         n_classes = len(classes)
         # A stratified validation split needs every class in every part.
         needed = 2 if self.cv is None else (
@@ -293,7 +309,7 @@ class HierarchicalEmbeddingMoEClassifier(
                 stacklevel=4,  # fit's two decorators, then the caller
             )
 
-        self._grow(X, y_enc, n_classes, module_params)
+        self._grow(X, y_enc, n_classes, module_params, weight)
         self.classes_ = classes
         return self
 
@@ -307,11 +323,14 @@ class HierarchicalEmbeddingMoEClassifier(
         return out.argmax(axis=1) == y_rows
 
     @staticmethod
-    def _node_score(node, X, y_enc, rows):
-        """Training accuracy of a leaf's classifier on its rows."""
+    def _node_score(node, X, y_enc, rows, weight=None):
+        """Training accuracy of a leaf's classifier on its (weighted) rows."""
         E = embed(node.embedder, X, rows=rows) if node.classifier.needs_embedding else None
         proba = node.classifier.predict_proba(X, rows, E)
-        return float(np.mean(proba.argmax(axis=1) == y_enc[rows]))
+        correct = proba.argmax(axis=1) == y_enc[rows]
+        if weight is None:
+            return float(np.mean(correct))
+        return float(np.average(correct, weights=weight[rows]))
 
     # -- predict -------------------------------------------------------------
     def predict_proba(self, X):

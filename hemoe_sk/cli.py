@@ -90,6 +90,11 @@ def _labels(values):
 
 
 def _demo(args):
+    """fit the classifier on scikit-learn's digits and compare it
+
+    Fit the default classifier on load_digits, print the tree and its
+    test accuracy beside the base network and LogisticRegression.
+    """
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
@@ -213,6 +218,12 @@ def _load_model(args):
 
 
 def _fit(args):
+    """fit on a CSV file and save the model
+
+    Fit StandardScaler + HierarchicalEmbeddingMoEClassifier on a CSV
+    file (header row, numeric features) and save it in hemoe_sk's safe
+    format (or with joblib: --format joblib).
+    """
     from .classifier import HierarchicalEmbeddingMoEClassifier
 
     X, y, names = read_csv(args.csv, target=args.target, require_target=True)
@@ -244,13 +255,27 @@ def _fit(args):
     return 0
 
 
-def _predict(args):
+def _load_model_and_rows(args):
+    """``(model, feature names, X, y)``: the model file ``args.model`` and the
+    rows of ``args.csv``, their feature columns matched to the model's by
+    name (``y`` is None where the file has no label column)."""
     model, names, target = _load_model(args)
-    X, _, file_names = read_csv(args.csv, target=target)
+    X, y, file_names = read_csv(args.csv, target=target)
     missing = [n for n in names if n not in file_names]
     if missing:
         raise CLIError(f"{args.csv}: missing feature columns {missing}.")
-    X = X[:, [file_names.index(n) for n in names]]
+    return model, names, X[:, [file_names.index(n) for n in names]], y
+
+
+def _predict(args):
+    """predict a CSV file with a saved model
+
+    Predict every row of a CSV file with a model saved by
+    `hemoe-sk fit`. Feature columns are matched by name; a label column
+    is ignored. Safe-format files (the default) run nothing when loaded;
+    joblib files (--format joblib) run code: load only those you trust.
+    """
+    model, _, X, _ = _load_model_and_rows(args)
     try:
         pred = model.predict(X)
         proba = model.predict_proba(X) if args.proba else None
@@ -277,18 +302,22 @@ def _predict(args):
 
 
 def _explain(args):
+    """write every row's route through the tree (CSV, and pictures)
+
+    Route every row of a CSV file through a model saved by
+    `hemoe-sk fit`: write one CSV row per sample (label when the file has
+    it, leaf, path, routing probability at every depth, prediction), print
+    the routes of the first rows, and with --png draw the tree, the
+    label-by-leaf heatmap and the routing attributions of the first rows
+    (attributions need captum: pip install hemoe_sk[explain]).
+    """
     import os
 
     from . import inspection
 
     if args.samples < 1:
         raise CLIError(f"--samples must be at least 1, got {args.samples}.")
-    model, names, target = _load_model(args)
-    X, y, file_names = read_csv(args.csv, target=target)
-    missing = [n for n in names if n not in file_names]
-    if missing:
-        raise CLIError(f"{args.csv}: missing feature columns {missing}.")
-    X = X[:, [file_names.index(n) for n in names]]
+    model, names, X, y = _load_model_and_rows(args)
     try:
         inspection.export_routing(model, X, y, args.out)
         records = inspection.explain_routes(model, X[: args.samples])
@@ -340,6 +369,39 @@ def _explain(args):
     return 0
 
 
+def _subcommand(sub, name, func):
+    """The ``hemoe-sk NAME`` subparser, running ``func(args)``.
+
+    ``func``'s docstring is the command's text: its first line the one-line
+    help of ``hemoe-sk --help``, the rest the description of
+    ``hemoe-sk NAME --help``.
+    """
+    # Under ``python -OO`` there are no docstrings, hence no help texts.
+    summary, _, rest = (func.__doc__ or "").strip().partition("\n\n")
+    parser = sub.add_parser(name, help=summary, description=" ".join(rest.split()))
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _add_run_options(parser, *, verbose):
+    """``--random-state`` and ``--verbose`` of a command that fits."""
+    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--verbose", type=int, default=verbose)
+
+
+def _add_model_file_options(parser, *, rows):
+    """``MODEL CSV [--format]`` of a command that reads a saved model and
+    ``rows``, a CSV file."""
+    parser.add_argument("model", help="a file written by `hemoe-sk fit`")
+    parser.add_argument("csv", help=f"{rows}, a CSV file with a header row")
+    parser.add_argument(
+        "--format",
+        choices=("hemoe", "joblib"),
+        default=None,
+        help="model file format; default: joblib for .joblib/.pkl names, else hemoe",
+    )
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="hemoe-sk",
@@ -347,23 +409,10 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser(
-        "demo",
-        help="fit the classifier on scikit-learn's digits and compare it",
-        description="Fit the default classifier on load_digits, print the tree and "
-        "its test accuracy beside the base network and LogisticRegression.",
-    )
-    demo.add_argument("--random-state", type=int, default=0)
-    demo.add_argument("--verbose", type=int, default=0)
-    demo.set_defaults(func=_demo)
+    demo = _subcommand(sub, "demo", _demo)
+    _add_run_options(demo, verbose=0)
 
-    fit = sub.add_parser(
-        "fit",
-        help="fit on a CSV file and save the model",
-        description="Fit StandardScaler + HierarchicalEmbeddingMoEClassifier on a CSV "
-        "file (header row, numeric features) and save it in hemoe_sk's safe "
-        "format (or with joblib: --format joblib).",
-    )
+    fit = _subcommand(sub, "fit", _fit)
     fit.add_argument("csv", help="training data, a CSV file with a header row")
     fit.add_argument("--target", required=True, help="name of the label column")
     fit.add_argument("--out", default="model.hemoe", help="where to save the model")
@@ -378,50 +427,17 @@ def build_parser():
     fit.add_argument("--routing", choices=("hard", "soft"), default="soft")
     fit.add_argument("--max-epochs", type=int, default=40)
     fit.add_argument("--device", default="cpu")
-    fit.add_argument("--random-state", type=int, default=0)
-    fit.add_argument("--verbose", type=int, default=1)
-    fit.set_defaults(func=_fit)
+    _add_run_options(fit, verbose=1)
 
-    predict = sub.add_parser(
-        "predict",
-        help="predict a CSV file with a saved model",
-        description="Predict every row of a CSV file with a model saved by "
-        "`hemoe-sk fit`. Feature columns are matched by name; a label column "
-        "is ignored. Safe-format files (the default) run nothing when loaded; "
-        "joblib files (--format joblib) run code: load only those you trust.",
-    )
-    predict.add_argument("model", help="a file written by `hemoe-sk fit`")
-    predict.add_argument("csv", help="rows to predict, a CSV file with a header row")
-    predict.add_argument(
-        "--format",
-        choices=("hemoe", "joblib"),
-        default=None,
-        help="model file format; default: joblib for .joblib/.pkl names, else hemoe",
-    )
+    predict = _subcommand(sub, "predict", _predict)
+    _add_model_file_options(predict, rows="rows to predict")
     predict.add_argument("--out", help="write predictions here instead of stdout")
     predict.add_argument(
         "--proba", action="store_true", help="also write class probabilities"
     )
-    predict.set_defaults(func=_predict)
 
-    explain = sub.add_parser(
-        "explain",
-        help="write every row's route through the tree (CSV, and pictures)",
-        description="Route every row of a CSV file through a model saved by "
-        "`hemoe-sk fit`: write one CSV row per sample (label when the file has "
-        "it, leaf, path, routing probability at every depth, prediction), print "
-        "the routes of the first rows, and with --png draw the tree, the "
-        "label-by-leaf heatmap and the routing attributions of the first rows "
-        "(attributions need captum: pip install hemoe_sk[explain]).",
-    )
-    explain.add_argument("model", help="a file written by `hemoe-sk fit`")
-    explain.add_argument("csv", help="rows to explain, a CSV file with a header row")
-    explain.add_argument(
-        "--format",
-        choices=("hemoe", "joblib"),
-        default=None,
-        help="model file format; default: joblib for .joblib/.pkl names, else hemoe",
-    )
+    explain = _subcommand(sub, "explain", _explain)
+    _add_model_file_options(explain, rows="rows to explain")
     explain.add_argument("--out", default="routes.csv", help="the routing CSV")
     explain.add_argument(
         "--png", metavar="DIR", help="also write tree.png, routing.png and "
@@ -437,7 +453,6 @@ def build_parser():
         "each row's path)",
     )
     explain.add_argument("--dpi", type=int, default=120)
-    explain.set_defaults(func=_explain)
     return parser
 
 

@@ -22,7 +22,12 @@ import torch
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from tqdm.auto import tqdm
 
-from .base import EMBEDDER_CONSTRAINT, N_JOBS_CONSTRAINT, BaseNetEstimator
+from .base import (
+    CLASS_WEIGHT_CONSTRAINT,
+    EMBEDDER_CONSTRAINT,
+    N_JOBS_CONSTRAINT,
+    BaseNetEstimator,
+)
 from .nn.build import EmbedderParamsMixin, build_embedder_net
 from .nn.inference import embed
 from .nn.training import RowSubset, seed_source, torch_seed, train_net
@@ -140,6 +145,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         **BaseNetEstimator._parameter_constraints,
         **EMBEDDER_CONSTRAINT,
         **N_JOBS_CONSTRAINT,
+        **CLASS_WEIGHT_CONSTRAINT,
         # Without predict: wrapped in NeighborVoteRouter at fit.
         "clusterer": [None, HasMethods(["fit"])],
         "split_signal": [StrOptions(set(SPLIT_SIGNALS))],
@@ -200,6 +206,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         expert="finetune",
         expert_rank=4,
         expert_kl=0.0,
+        class_weight=None,
         max_epochs=40,
         expert_max_epochs=None,
         lr=1e-3,
@@ -237,6 +244,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         self.expert = expert
         self.expert_rank = expert_rank
         self.expert_kl = expert_kl
+        self.class_weight = class_weight
         self.max_epochs = max_epochs
         self.expert_max_epochs = expert_max_epochs
         self.lr = lr
@@ -261,9 +269,10 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             return int(self.min_cluster_size)
         return max(1, math.ceil(self.min_cluster_size * n))
 
-    def _grow(self, X, y_enc, n_classes, module_params):
+    def _grow(self, X, y_enc, n_classes, module_params, weight=None):
         """Grow the tree on validated ``X`` and encoded targets ``y_enc``
-        (``n_classes`` output columns); set the fitted tree attributes."""
+        (``n_classes`` output columns), rows weighted by ``weight`` (``None``:
+        all 1); set the fitted tree attributes."""
         if self.pair_expert and (self.selection != "held-out" or self.cv is not None):
             raise ValueError(
                 "pair_expert=True keeps a cluster-pair expert only where it beats the "
@@ -322,13 +331,16 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             held[val] = True
             train_net(
                 net,
-                RowSubset(X, y_enc, all_rows[~held]),
+                RowSubset(X, y_enc, all_rows[~held], weight=weight),
                 seed=int(rng.randint(np.iinfo(np.int32).max)),
                 stage="root network (fit part)",
             )
         else:
             train_net(
-                net, RowSubset(X, y_enc, all_rows), seed=root_seed, stage="root network"
+                net,
+                RowSubset(X, y_enc, all_rows, weight=weight),
+                seed=root_seed,
+                stage="root network",
             )
         root_epochs = int(getattr(net, "max_epochs", self.max_epochs))
 
@@ -380,7 +392,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             if can_split:
                 children = self._split(
                     node, rows, node_held, X, y_enc, n_classes, clusterer, grid,
-                    cluster_grid, min_size, expert_epochs, rng, device,
+                    cluster_grid, min_size, expert_epochs, rng, device, weight,
                 )
                 for c_rows, c_held, expert, c_seed in children:
                     child_embedder = expert.net if expert.net is not None else node.embedder
@@ -401,7 +413,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             if self.refit and node_held is not None:
                 self._refit_leaf(
                     nodes, node, rows, X, y_enc, n_classes, expert_epochs,
-                    node_seed, device,
+                    node_seed, device, weight,
                 )
         tree = HierarchyTree(nodes, n_classes)
         self.refine_loss_ = []
@@ -415,9 +427,10 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
                 seed=int(rng.randint(np.iinfo(np.int32).max)),
                 device=device,
                 optimizer=self.optimizer,
+                sample_weight=weight,
             )
         for node, rows, _, _ in leaves:
-            node.train_accuracy = self._node_score(node, X, y_enc, rows)
+            node.train_accuracy = self._node_score(node, X, y_enc, rows, weight)
 
         self.embedder_ = net
         self.tree_ = tree
@@ -429,7 +442,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         )
 
     def _context(self, node, rows, net, X, y_enc, n_classes, expert_epochs, device,
-                 E=None):
+                 E=None, weight=None):
         return NodeContext(
             X=X,
             y=y_enc,
@@ -452,11 +465,12 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             outside_share=float(self.outside_share),
             search_expert=self.search_expert,
             regression=self._regression,
+            w=weight,
         )
 
     def _split(
         self, node, rows, held, X, y_enc, n_classes, clusterer, grid, cluster_grid,
-        min_size, expert_epochs, rng, device,
+        min_size, expert_epochs, rng, device, weight=None,
     ):
         """Search the node's K.
 
@@ -464,7 +478,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         or ``[]`` when the node stays whole.
         """
         context = self._context(
-            node, rows, node.embedder, X, y_enc, n_classes, expert_epochs, device
+            node, rows, node.embedder, X, y_enc, n_classes, expert_epochs, device,
+            weight=weight,
         )
         name = context.name
         seed = int(rng.randint(np.iinfo(np.int32).max))
@@ -595,6 +610,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             alpha=self.split_alpha,
             min_gain=self.min_gain,
             random_state=seed,
+            sample_weight=None if context.w is None else context.w[rows[val]],
         )
         node.search["pair"] = {"pair": pair, "n_ambiguous": n_ambiguous,
                                "decision": decision}
@@ -604,7 +620,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         return rows[union], held[union], expert, seed + 1 + k
 
     def _refit_leaf(
-        self, nodes, node, rows, X, y_enc, n_classes, expert_epochs, seed, device
+        self, nodes, node, rows, X, y_enc, n_classes, expert_epochs, seed, device,
+        weight=None,
     ):
         """Train a leaf's expert again on all of its rows (held-out selection).
 
@@ -613,14 +630,15 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         its parent's embeddings) exactly as in the search, on all its rows.
         """
         if node.parent < 0:
-            train_net(node.embedder, RowSubset(X, y_enc, rows), seed=seed,
-                      stage="root network")
+            train_net(node.embedder, RowSubset(X, y_enc, rows, weight=weight),
+                      seed=seed, stage="root network")
             return
         parent = nodes[node.parent]
         # A fine-tuned expert reads X, not the parent's embeddings.
         E = np.empty((len(rows), 0), np.float32) if self.expert in NET_EXPERTS else None
         context = self._context(
-            node, rows, parent.embedder, X, y_enc, n_classes, expert_epochs, device, E
+            node, rows, parent.embedder, X, y_enc, n_classes, expert_epochs, device, E,
+            weight,
         )
         expert = context.train_expert(
             np.arange(len(rows)), seed=seed, stage=f"{context.name}, refit on all rows"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib
 import math
 import numbers
 
@@ -37,6 +38,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from ._docstrings import fill_doc
 from .classifier import HierarchicalEmbeddingMoEClassifier
 from .cluster.torch_routing import router_scores
 from .moe import MixtureOfExpertsClassifier
@@ -63,37 +65,37 @@ __all__ = [
 # --------------------------------------------------------------------------
 
 
-def _import_pyplot(what):
+def _require(module, needed_by, install):
+    """Import ``module``, or raise an ImportError naming what needs it and
+    how to install it."""
     try:
-        import matplotlib.pyplot as plt
+        return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
-            f"{what} needs matplotlib; install it with `pip install hemoe_sk[plot]` "
-            "(or `pip install matplotlib`)."
+            f"{needed_by} needs {module.partition('.')[0]}; install it with {install}."
         ) from exc
-    return plt
+
+
+def _import_pyplot(what):
+    return _require(
+        "matplotlib.pyplot", what,
+        "`pip install hemoe_sk[plot]` (or `pip install matplotlib`)",
+    )
 
 
 def _import_captum():
-    try:
-        from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "route_attributions needs captum; install it with "
-            "`pip install hemoe_sk[explain]` (or `pip install captum`)."
-        ) from exc
-    return IntegratedGradients, LayerGradCam, LayerAttribution
+    attr = _require(
+        "captum.attr", "route_attributions",
+        "`pip install hemoe_sk[explain]` (or `pip install captum`)",
+    )
+    return attr.IntegratedGradients, attr.LayerGradCam, attr.LayerAttribution
 
 
 def _import_pandas():
-    try:
-        import pandas as pd
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "as_frame=True needs pandas; install it with `pip install pandas`, "
-            "or use the list of records (as_frame=False)."
-        ) from exc
-    return pd
+    return _require(
+        "pandas", "as_frame=True",
+        "`pip install pandas`, or use the list of records (as_frame=False)",
+    )
 
 
 # --------------------------------------------------------------------------
@@ -179,6 +181,7 @@ def _walk_routes(clf, X):
     return steps, leaf, leaf_proba
 
 
+@fill_doc
 def explain_routes(estimator, X, *, top_k=3, as_frame=False):
     """The route of every sample from the root to its leaf.
 
@@ -223,17 +226,8 @@ def explain_routes(estimator, X, *, top_k=3, as_frame=False):
 
     Examples
     --------
-    >>> from sklearn.cluster import KMeans
-    >>> from sklearn.datasets import make_blobs
-    >>> from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+    %(fitted_tree_example)s
     >>> from hemoe_sk.inspection import explain_routes
-    >>> X, c = make_blobs(n_samples=200, centers=6, random_state=0)
-    >>> y = c % 2
-    >>> clf = HierarchicalEmbeddingMoEClassifier(
-    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,),
-    ...     split_test="none",
-    ...     max_depth=1, min_cluster_size=20, max_epochs=5, random_state=0,
-    ... ).fit(X, y)
     >>> records = explain_routes(clf, X[:2])
     >>> [r["leaf"] for r in records] == clf.apply(X[:2]).tolist()
     True
@@ -378,6 +372,7 @@ def _fmt(v):
     return v
 
 
+@fill_doc
 def export_routing(estimator, X, y, path):
     """Write one CSV row per sample: label, leaf, path and routing
     probabilities, prediction.
@@ -391,8 +386,7 @@ def export_routing(estimator, X, y, path):
         Samples.
     y : array-like of shape (n_samples,) or None
         Their true labels; ``None`` leaves the ``label`` column out.
-    path : str or path-like
-        Destination file (overwritten).
+    %(csv_path_parameter)s
 
     Returns
     -------
@@ -417,17 +411,8 @@ def export_routing(estimator, X, y, path):
     Examples
     --------
     >>> import csv, os, tempfile
-    >>> from sklearn.cluster import KMeans
-    >>> from sklearn.datasets import make_blobs
-    >>> from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+    %(fitted_tree_example)s
     >>> from hemoe_sk.inspection import export_routing
-    >>> X, c = make_blobs(n_samples=200, centers=6, random_state=0)
-    >>> y = c % 2
-    >>> clf = HierarchicalEmbeddingMoEClassifier(
-    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,),
-    ...     split_test="none",
-    ...     max_depth=1, min_cluster_size=20, max_epochs=5, random_state=0,
-    ... ).fit(X, y)
     >>> out = export_routing(clf, X, y, os.path.join(tempfile.mkdtemp(), "r.csv"))
     >>> with open(out) as f:
     ...     rows = list(csv.DictReader(f))
@@ -491,17 +476,13 @@ def _moe_gates(estimator, X, y):
     return clf, X, gates, y
 
 
+@fill_doc
 def moe_label_expert_matrix(estimator, X, y):
     """Mean gate weight of each expert over the samples of each label.
 
     Parameters
     ----------
-    estimator : MixtureOfExpertsClassifier or Pipeline
-        Fitted; a pipeline's first steps transform ``X``.
-    X : array-like of shape (n_samples, n_features)
-        Samples.
-    y : array-like of shape (n_samples,)
-        Their labels (need not be predicted ones).
+    %(moe_estimator_X_y)s
 
     Returns
     -------
@@ -513,12 +494,8 @@ def moe_label_expert_matrix(estimator, X, y):
 
     Examples
     --------
-    >>> from sklearn.datasets import make_blobs
-    >>> from hemoe_sk import MixtureOfExpertsClassifier
+    %(fitted_moe_example)s
     >>> from hemoe_sk.inspection import moe_label_expert_matrix
-    >>> X, y = make_blobs(n_samples=120, centers=3, random_state=0)
-    >>> clf = MixtureOfExpertsClassifier(n_experts=2, max_epochs=3,
-    ...                                  random_state=0).fit(X, y)
     >>> labels, matrix = moe_label_expert_matrix(clf, X, y)
     >>> labels.tolist(), matrix.shape, bool(abs(matrix.sum(axis=1) - 1).max() < 1e-5)
     ([0, 1, 2], (3, 2), True)
@@ -531,6 +508,7 @@ def moe_label_expert_matrix(estimator, X, y):
     return labels, matrix
 
 
+@fill_doc
 def export_gates(estimator, X, y, path):
     """Write per-sample gate weights of a flat mixture, with labels, to CSV.
 
@@ -541,14 +519,8 @@ def export_gates(estimator, X, y, path):
 
     Parameters
     ----------
-    estimator : MixtureOfExpertsClassifier or Pipeline
-        Fitted; a pipeline's first steps transform ``X``.
-    X : array-like of shape (n_samples, n_features)
-        Samples.
-    y : array-like of shape (n_samples,)
-        Their labels.
-    path : str or path-like
-        Destination file (overwritten).
+    %(moe_estimator_X_y)s
+    %(csv_path_parameter)s
 
     Returns
     -------
@@ -557,18 +529,14 @@ def export_gates(estimator, X, y, path):
 
     Examples
     --------
-    >>> import csv, os, tempfile
-    >>> from sklearn.datasets import make_blobs
-    >>> from hemoe_sk import MixtureOfExpertsClassifier
+    >>> import os, tempfile
+    %(fitted_moe_example)s
     >>> from hemoe_sk.inspection import export_gates
-    >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
-    >>> clf = MixtureOfExpertsClassifier(n_experts=2, max_epochs=3,
-    ...                                  random_state=0).fit(X, y)
     >>> out = export_gates(clf, X, y, os.path.join(tempfile.mkdtemp(), "g.csv"))
     >>> with open(out) as f:
-    ...     rows = list(csv.reader(f))
-    >>> rows[0], len(rows)
-    (['label', 'predicted', 'expert_0', 'expert_1'], 61)
+    ...     lines = f.read().splitlines()
+    >>> lines[0], len(lines)
+    ('label,predicted,expert_0,expert_1', 61)
     """
     clf, X, gates, y = _moe_gates(estimator, X, y)
     predicted = _labels(clf.classes_, clf.predict_proba(X).argmax(axis=1))
@@ -578,6 +546,7 @@ def export_gates(estimator, X, y, path):
     return _write_csv(path, header, rows)
 
 
+@fill_doc
 def plot_expert_heatmap(estimator, X, y, ax=None):
     """Heatmap of :func:`moe_label_expert_matrix` (labels by experts).
 
@@ -588,12 +557,7 @@ def plot_expert_heatmap(estimator, X, y, ax=None):
 
     Parameters
     ----------
-    estimator : MixtureOfExpertsClassifier or Pipeline
-        Fitted; a pipeline's first steps transform ``X``.
-    X : array-like of shape (n_samples, n_features)
-        Samples.
-    y : array-like of shape (n_samples,)
-        Their labels.
+    %(moe_estimator_X_y)s
     ax : matplotlib Axes, optional
         Where to draw; a new figure is created when omitted.
 
@@ -604,14 +568,8 @@ def plot_expert_heatmap(estimator, X, y, ax=None):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> from sklearn.datasets import make_blobs
-    >>> from hemoe_sk import MixtureOfExpertsClassifier
+    %(fitted_moe_example)s
     >>> from hemoe_sk.inspection import plot_expert_heatmap
-    >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
-    >>> clf = MixtureOfExpertsClassifier(n_experts=2, max_epochs=3,
-    ...                                  random_state=0).fit(X, y)
     >>> plot_expert_heatmap(clf, X, y).images[0].get_array().shape
     (3, 2)
     """
@@ -708,6 +666,7 @@ def _evaluating(module):
             m.training = training
 
 
+@fill_doc
 def routing_module(estimator, node=0, *, output="proba"):
     """A node's routing as a differentiable torch module.
 
@@ -750,17 +709,9 @@ def routing_module(estimator, node=0, *, output="proba"):
     Examples
     --------
     >>> import numpy as np, torch
-    >>> from sklearn.cluster import KMeans
-    >>> from sklearn.datasets import make_blobs
-    >>> from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+    %(fitted_tree_example)s
     >>> from hemoe_sk.inspection import routing_module
     >>> from hemoe_sk.nn.nets import embed
-    >>> X, c = make_blobs(n_samples=200, centers=6, random_state=0)
-    >>> clf = HierarchicalEmbeddingMoEClassifier(
-    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,),
-    ...     split_test="none",
-    ...     max_depth=1, min_cluster_size=20, max_epochs=5, random_state=0,
-    ... ).fit(X, c % 2)
     >>> module = routing_module(clf, 0).eval()
     >>> with torch.no_grad():
     ...     q = module(torch.as_tensor(X[:5], dtype=torch.float32)).numpy()
@@ -785,6 +736,7 @@ def _image_shape(module, image_shape=None):
     return None if shape is None else tuple(int(s) for s in shape)
 
 
+@fill_doc
 def route_attributions(
     estimator,
     X,
@@ -863,16 +815,8 @@ def route_attributions(
 
     Examples
     --------
-    >>> from sklearn.cluster import KMeans
-    >>> from sklearn.datasets import make_blobs
-    >>> from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+    %(fitted_tree_example)s
     >>> from hemoe_sk.inspection import route_attributions
-    >>> X, c = make_blobs(n_samples=200, centers=6, random_state=0)
-    >>> clf = HierarchicalEmbeddingMoEClassifier(
-    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,),
-    ...     split_test="none",
-    ...     max_depth=1, min_cluster_size=20, max_epochs=5, random_state=0,
-    ... ).fit(X, c % 2)
     >>> route_attributions(clf, X[:3], node=0).shape
     (3, 2)
     """
@@ -947,6 +891,7 @@ def _class_colors(n):
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+@fill_doc
 class RoutingDisplay:
     """Heatmap of true labels by leaves, with counts.
 
@@ -978,8 +923,6 @@ class RoutingDisplay:
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> from hemoe_sk.inspection import RoutingDisplay
     >>> disp = RoutingDisplay.from_predictions([0, 0, 1, 1, 1], [3, 3, 3, 4, 4])
     >>> disp.counts.tolist()
@@ -1003,10 +946,7 @@ class RoutingDisplay:
         leaf : array-like of shape (n_samples,)
             Leaf (or expert) of every sample, e.g. ``clf.apply(X)``.
         leaf_name : str, default="leaf"
-        ax : matplotlib Axes or None, default=None
-            Where to draw; a new figure when None.
-        cmap : str, default="Blues"
-        colorbar : bool, default=True
+        %(heatmap_parameters)s
 
         Returns
         -------
@@ -1040,9 +980,7 @@ class RoutingDisplay:
             the largest gate weight.
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
-        ax : matplotlib Axes or None, default=None
-        cmap : str, default="Blues"
-        colorbar : bool, default=True
+        %(heatmap_parameters)s
 
         Returns
         -------
@@ -1065,10 +1003,7 @@ class RoutingDisplay:
 
         Parameters
         ----------
-        ax : matplotlib Axes or None, default=None
-            Where to draw; a new figure when None.
-        cmap : str, default="Blues"
-        colorbar : bool, default=True
+        %(heatmap_parameters)s
 
         Returns
         -------
@@ -1132,8 +1067,6 @@ class TreeDisplay:
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> from hemoe_sk.inspection import TreeDisplay
     >>> disp = TreeDisplay([-1, 0, 0], [0, 1, 1], [10, 6, 4],
     ...                    [[5, 5], [5, 1], [0, 4]], ["a", "b"]).plot()
@@ -1284,8 +1217,6 @@ class AttributionDisplay:
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> import numpy as np
     >>> from hemoe_sk.inspection import AttributionDisplay
     >>> attr = np.random.RandomState(0).rand(2, 1, 64)

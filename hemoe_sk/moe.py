@@ -35,6 +35,7 @@ from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .base import (
+    CLASS_WEIGHT_CONSTRAINT,
     BaseNetEstimator,
     NetClassifierMixin,
     check_layer_sizes,
@@ -70,7 +71,8 @@ class FlatMoEMixin:
     reads the gate.
     """
 
-    def _fit_net(self, X, y, make_net, module, n_outputs, **module_params):
+    def _fit_net(self, X, y, make_net, module, n_outputs, weight=None,
+                 **module_params):
         expert_hidden = check_layer_sizes(self.expert_hidden, "expert_hidden")
         gate_hidden = check_layer_sizes(self.gate_hidden, "gate_hidden")
         if self.gating == "topk" and self.k > self.n_experts:
@@ -97,7 +99,7 @@ class FlatMoEMixin:
         # skorch wraps numpy arrays with torch.as_tensor, which warns on
         # read-only buffers (e.g. joblib memmaps): copy only in that case.
         X = np.require(X, requirements=["W"])
-        self._train(net, X, y, seed=seed, stage="training")
+        self._train(net, X, y, seed=seed, stage="training", weight=weight)
         self.net_ = net
         self.expert_usage_ = self._gates(X).mean(axis=0).astype(np.float64)
 
@@ -164,6 +166,12 @@ class MixtureOfExpertsClassifier(
     l2_weight : float, default=1e-4
         Guided gating: weight of the squared L2 norm of the gating network's
         weight matrices.
+    class_weight : None, "balanced" or dict, default=None
+        Weight of each class in the loss (see :doc:`/weights`): ``None``, all
+        1; ``"balanced"``, inversely proportional to the class's (weighted)
+        frequency, as :func:`sklearn.utils.class_weight.compute_class_weight`;
+        a dict ``{label: weight}``, 1 for labels not in it. A row's weight is
+        its ``sample_weight`` times its class's weight.
     max_epochs : int, default=40
         Training epochs.
     lr : float, default=3e-3
@@ -226,6 +234,7 @@ class MixtureOfExpertsClassifier(
         "assignment_weight": [Interval(Real, 0, None, closed="left")],
         "diversity_weight": [Interval(Real, 0, None, closed="left")],
         "l2_weight": [Interval(Real, 0, None, closed="left")],
+        **CLASS_WEIGHT_CONSTRAINT,
     }
 
     def __init__(
@@ -241,6 +250,7 @@ class MixtureOfExpertsClassifier(
         assignment_weight=1.0,
         diversity_weight=0.1,
         l2_weight=1e-4,
+        class_weight=None,
         max_epochs=40,
         lr=3e-3,
         batch_size=64,
@@ -259,6 +269,7 @@ class MixtureOfExpertsClassifier(
         self.assignment_weight = assignment_weight
         self.diversity_weight = diversity_weight
         self.l2_weight = l2_weight
+        self.class_weight = class_weight
         self.max_epochs = max_epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -270,7 +281,7 @@ class MixtureOfExpertsClassifier(
     # -- fitting ----------------------------------------------------------
     @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the experts and the gate jointly.
 
         Parameters
@@ -279,17 +290,24 @@ class MixtureOfExpertsClassifier(
             Training data.
         y : array-like of shape (n_samples,)
             Class labels (any type ``np.unique`` can sort).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row in the loss (times its
+            ``class_weight``); rows of weight 0 are left out. The gate's
+            auxiliary terms are not weighted. See :doc:`/weights`.
 
         Returns
         -------
         self : MixtureOfExpertsClassifier
             Fitted estimator.
         """
-        X, y_enc, classes = self._validate_training_data(X, y)
+        X, y_enc, classes, weight = self._validate_weighted_training_data(
+            X, y, sample_weight
+        )
         n_classes = len(classes)
         self._fit_net(
             X, y_enc, make_classifier_net, MixtureOfExpertsModule,
             {"n_classes": n_classes},
+            weight=weight,
             assignment_weight=self.assignment_weight,
             diversity_weight=self.diversity_weight,
             l2_weight=self.l2_weight,

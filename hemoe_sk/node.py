@@ -289,6 +289,12 @@ class NodeContext:
     search_expert : {"same", "head"}
         ``"head"`` scores the candidates with linear heads on ``E`` instead of
         ``expert``.
+    w : ndarray of shape (n_samples,) or None
+        Positive weight of every training row (aligned with ``X`` and ``y``),
+        or ``None`` for an unweighted fit. Experts train on weighted losses,
+        clusterers whose ``fit`` takes ``sample_weight`` get it, candidates
+        score weighted held-out accuracy and the split test counts weighted
+        wins and losses.
     pretrained : dict
         Pretrained clusterer states (DEC autoencoders) and fitted reducers,
         keyed by fit rows.
@@ -327,6 +333,7 @@ class NodeContext:
     overlap: float = 0.0
     outside_share: float = 0.0
     search_expert: str = "same"
+    w: np.ndarray | None = None
     pretrained: dict = field(default_factory=dict)
     fitted_routers: dict = field(default_factory=dict)
     fitted_experts: dict = field(default_factory=dict)
@@ -364,7 +371,7 @@ class NodeContext:
             )
             train_net(
                 net,
-                RowSubset(self.X, self.y, rows),
+                RowSubset(self.X, self.y, rows, weight=self.w),
                 seed=seed,
                 stage=stage,
                 partial=True,
@@ -379,22 +386,46 @@ class NodeContext:
                 LinearHead, n_features=E.shape[1], max_epochs=self.expert_epochs,
                 **outputs, **self.head_params,
             )
-            train_net(head, E, self.y[rows], seed=seed, stage=stage)
+            if self.w is None:
+                train_net(head, E, self.y[rows], seed=seed, stage=stage)
+            else:
+                train_net(
+                    head,
+                    RowSubset(E, self.y[rows], np.arange(len(rows)), weight=self.w[rows]),
+                    seed=seed,
+                    stage=stage,
+                )
             return HeadExpert(head)
         estimator = clone(kind)
         if "random_state" in estimator.get_params():
             estimator.set_params(random_state=seed)
         y = self.y[rows]
-        estimator.fit(E, y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y)
+        if y.ndim == 2 and y.shape[1] == 1:  # a single regression target
+            y = y.ravel()
+        if self.w is None:
+            estimator.fit(E, y)
+        elif _fit_takes(estimator, "sample_weight"):
+            estimator.fit(E, y, sample_weight=self.w[rows])
+        else:
+            raise ValueError(
+                f"{stage}: the expert {type(estimator).__name__} does not take "
+                "sample_weight in fit, so it cannot train on weighted rows; pass "
+                "an expert whose fit does, or fit without sample_weight and "
+                "class_weight."
+            )
         return SklearnExpert(estimator, self.n_classes)
 
 
-def _fit_takes_y(estimator):
+def _fit_takes(estimator, name):
     try:
         params = inspect.signature(estimator.fit).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return False
-    return "y" in params
+    return name in params
+
+
+def _fit_takes_y(estimator):
+    return _fit_takes(estimator, "y")
 
 
 def _squared_errors(pred, y):
@@ -512,15 +543,19 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
             reducer, Z = self._reduced(positions)
             clusterer = self._make_clusterer()
             pretrained = ctx.pretrained.get(_rows_key(positions))
+            # Row weights reach clusterers whose fit takes them (KMeans).
+            weighted = {}
+            if ctx.w is not None and _fit_takes(clusterer, "sample_weight"):
+                weighted["sample_weight"] = ctx.w[ctx.rows[positions]]
             if pretrained is not None:
-                clusterer.fit(Z, autoencoder=pretrained)
+                clusterer.fit(Z, autoencoder=pretrained, **weighted)
             else:
                 # Labels reach clusterers that take them (class-group and
                 # within-class signals; scikit-learn's ignore ``y``).
                 if _fit_takes_y(clusterer):
-                    clusterer.fit(Z, ctx.y[ctx.rows[positions]])
+                    clusterer.fit(Z, ctx.y[ctx.rows[positions]], **weighted)
                 else:
-                    clusterer.fit(Z)
+                    clusterer.fit(Z, **weighted)
             labels = hard_assign(clusterer, Z)
             k = self.n_clusters or getattr(clusterer, "n_clusters_", None)
             k = int(k) if k else int(labels.max()) + 1
@@ -594,18 +629,26 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
         regression, R^2 (averaged over the standardised targets).
 
         With hard routing this equals the accuracy of the routed experts. An
-        ineligible candidate scores NaN, which the search ranks last.
+        ineligible candidate scores NaN, which the search ranks last. Rows
+        weigh their ``sample_weight``, else the context's row weights (each
+        row 1 in an unweighted fit).
         """
         if not self.eligible_:
             return np.nan
-        key = (self.candidate_key, _rows_key(self._positions(P)))
-        if not self.context.regression:
-            correct = self.predict(P) == np.asarray(y)
-            self.context.row_correct[key] = correct
+        positions = self._positions(P)
+        key = (self.candidate_key, _rows_key(positions))
+        if sample_weight is None and self.context.w is not None:
+            sample_weight = self.context.w[self.context.rows[positions]]
+        if self.context.regression:
+            pred = self.predict(P)
+            self.context.row_correct[key] = -_squared_errors(pred, y).sum(axis=1)
+            # averaged over the targets
+            return float(r2_score(y, pred, sample_weight=sample_weight))
+        correct = self.predict(P) == np.asarray(y)
+        self.context.row_correct[key] = correct
+        if sample_weight is None:
             return float(np.mean(correct))
-        pred = self.predict(P)
-        self.context.row_correct[key] = -_squared_errors(pred, y).sum(axis=1)
-        return float(r2_score(y, pred))  # averaged over the targets
+        return float(np.average(correct, weights=sample_weight))
 
 
 # --------------------------------------------------------------------------
@@ -660,11 +703,12 @@ class SplitDecision:
     min_gain : float
         The margin the gain had to exceed.
     test : str
-    n : int
-        Held-out rows compared.
-    wins, losses : int
+    n : int or float
+        Held-out rows compared (their summed weight in a weighted test).
+    wins, losses : int or float
         Rows only the split (wins) or only the unsplit node (losses) got
-        right (real-valued: rows where the split did better, or worse).
+        right (summed weights in a weighted test; real-valued outcomes: rows
+        where the split did better, or worse).
     """
 
     keep: bool
@@ -672,9 +716,9 @@ class SplitDecision:
     p_value: float | None
     min_gain: float
     test: str
-    n: int
-    wins: int
-    losses: int
+    n: int | float
+    wins: int | float
+    losses: int | float
 
 
 def decide_split(
@@ -686,6 +730,7 @@ def decide_split(
     min_gain="auto",
     n_resamples=4000,
     random_state=0,
+    sample_weight=None,
 ):
     """Decide from paired held-out outcomes whether a split is kept.
 
@@ -718,6 +763,14 @@ def decide_split(
     n_resamples : int, default=4000
     random_state : int, default=0
         Seeds the bootstrap.
+    sample_weight : array-like of shape (n,), default=None
+        Non-negative weight of every row. The weights count as frequencies:
+        ``n``, the wins and the losses are sums of weights, so an integer
+        weight equals repeating the row. The bootstrap draws ``round(n)``
+        rows with probabilities proportional to the weights; McNemar's
+        binomial tail is evaluated at the weighted counts through the
+        regularised incomplete beta function (exact for integer weights).
+        ``None`` counts every row once.
 
     Returns
     -------
@@ -732,6 +785,15 @@ def decide_split(
     True
     >>> decide_split(unsplit, unsplit).keep
     False
+
+    Integer weights count as repeated rows:
+
+    >>> w = np.r_[np.ones(90), 2 * np.ones(10)]
+    >>> d = decide_split(split, unsplit, test="mcnemar", sample_weight=w)
+    >>> r = decide_split(np.repeat(split, w.astype(int)),
+    ...                  np.repeat(unsplit, w.astype(int)), test="mcnemar")
+    >>> d.wins, d.n, bool(np.isclose(d.p_value, r.p_value))
+    (20.0, 110.0, True)
     """
     a = np.asarray(correct_split).ravel()
     b = np.asarray(correct_unsplit).ravel()
@@ -743,9 +805,20 @@ def decide_split(
     if test not in SPLIT_TESTS:
         raise ValueError(f"test must be one of {SPLIT_TESTS}, got {test!r}.")
     if len(a) and (a.dtype.kind == "f" or b.dtype.kind == "f"):
+        if sample_weight is not None:
+            raise ValueError(
+                "decide_split takes sample_weight with correct/incorrect outcomes "
+                "only, not with real-valued ones."
+            )
         return _decide_real(a.astype(float), b.astype(float), test, alpha, min_gain,
                             n_resamples, random_state)
     a, b = a.astype(bool), b.astype(bool)
+    if sample_weight is not None:
+        return _decide_split_weighted(
+            a, b, np.asarray(sample_weight, dtype=float).ravel(), test=test,
+            alpha=alpha, min_gain=min_gain, n_resamples=n_resamples,
+            random_state=random_state,
+        )
     n = len(a)
     wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
     if n == 0:
@@ -801,6 +874,44 @@ def _decide_real(a, b, test, alpha, min_gain, n_resamples, random_state):
     keep = test == "none" or (gain > margin and (p_value is None or p_value < alpha))
     return SplitDecision(bool(keep), gain, p_value, margin, test, n,
                          int(np.sum(d > 0)), int(np.sum(d < 0)))
+
+
+def _decide_split_weighted(a, b, w, *, test, alpha, min_gain, n_resamples,
+                           random_state):
+    """:func:`decide_split` with frequency weights ``w`` (see there)."""
+    if w.shape != a.shape or not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(
+            f"sample_weight must hold {a.shape[0]} finite non-negative numbers, one "
+            "per paired outcome."
+        )
+    n = float(w.sum())
+    wins, losses = float(w[a & ~b].sum()), float(w[~a & b].sum())
+    if n == 0:
+        return SplitDecision(test == "none", 0.0, None, 0.0, test, 0.0, 0.0, 0.0)
+    gain = (wins - losses) / n
+    if min_gain == "auto":
+        acc = float(w[b].sum()) / n
+        margin = math.sqrt(acc * (1.0 - acc) / n) if test == "margin" else 0.0
+    else:
+        margin = float(min_gain)
+    p_value = None
+    if test == "mcnemar":
+        from scipy.special import betainc
+
+        # P(Binomial(m, 1/2) >= wins) = I_{1/2}(wins, m - wins + 1).
+        p_value = float(betainc(wins, losses + 1.0, 0.5)) if wins > 0 else 1.0
+    elif test == "bootstrap":
+        rng = np.random.default_rng(random_state)
+        draws = max(1, int(round(n)))
+        counts = rng.multinomial(
+            draws, [wins / n, losses / n, max(0.0, 1.0 - (wins + losses) / n)],
+            size=n_resamples,
+        )
+        not_better = np.count_nonzero(counts[:, 0] <= counts[:, 1])
+        p_value = (1 + not_better) / (n_resamples + 1)
+    keep = test == "none" or (gain > margin and (p_value is None or p_value < alpha))
+    return SplitDecision(bool(keep), float(gain), p_value, float(margin), test, n,
+                         wins, losses)
 
 
 @dataclass
@@ -973,6 +1084,9 @@ def search_node(
             alpha=split_alpha,
             min_gain=min_gain,
             random_state=seed,
+            sample_weight=None if context.w is None else np.concatenate(
+                [context.w[context.rows[test]] for _, test in splits]
+            ),
         )
         if split_test == "none":
             best = challenger

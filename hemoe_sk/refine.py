@@ -92,7 +92,7 @@ def _modules_of(fns):
 
 
 def refine_tree(tree, X, y, *, epochs, lr, batch_size, balance, seed, device="cpu",
-                optimizer=torch.optim.Adam):
+                optimizer=torch.optim.Adam, sample_weight=None):
     """Fine-tune every network of ``tree`` jointly on ``(X, y)``, in place.
 
     Parameters
@@ -110,6 +110,10 @@ def refine_tree(tree, X, y, *, epochs, lr, batch_size, balance, seed, device="cp
         Seeds batch order and dropout; the global RNG is restored.
     device : str
     optimizer : torch optimizer class
+    sample_weight : ndarray of shape (n_samples,) or None
+        Positive row weights: a batch's negative log-likelihood is their
+        weighted mean (the balance term is not weighted). ``None``: the plain
+        mean.
 
     Returns
     -------
@@ -164,7 +168,13 @@ def refine_tree(tree, X, y, *, epochs, lr, batch_size, balance, seed, device="cp
                     yb = torch.as_tensor(y[rows], device=device)
                     proba, balance_loss = _mixture(fns, nodes, xb, n_classes, device)
                     picked = proba.gather(1, yb[:, None]).squeeze(1)
-                    loss = -torch.log(picked.clamp_min(1e-12)).mean()
+                    nll = -torch.log(picked.clamp_min(1e-12))
+                    if sample_weight is None:
+                        loss = nll.mean()
+                    else:
+                        wb = torch.as_tensor(sample_weight[rows], dtype=nll.dtype,
+                                             device=device)
+                        loss = (nll * wb).sum() / wb.sum()
                     if balance > 0 and balance_loss is not None:
                         loss = loss + balance * balance_loss
                     opt.zero_grad()

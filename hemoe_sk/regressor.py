@@ -103,6 +103,8 @@ class HierarchicalEmbeddingMoERegressor(
         Unused (the classifier's LoRA rank); kept so both share parameters.
     expert_kl : float, default=0.0
         Must be 0: the KL penalty compares class distributions.
+    class_weight : None, default=None
+        Must be ``None``: a regressor has no classes to weigh.
     refine_epochs : int, default=0
         Must be 0: joint refinement trains the classifier's mixture
         likelihood.
@@ -184,6 +186,7 @@ class HierarchicalEmbeddingMoERegressor(
             "split_test": (self.split_test == "mcnemar", "counts correct labels"),
             "refine_epochs": (self.refine_epochs > 0, "trains a class likelihood"),
             "expert_kl": (self.expert_kl > 0, "compares class distributions"),
+            "class_weight": (self.class_weight is not None, "weighs classes"),
         }
         for name, (bad, why) in not_for_regression.items():
             if bad:
@@ -205,7 +208,7 @@ class HierarchicalEmbeddingMoERegressor(
         return -((out - Y_rows) ** 2).sum(axis=1)
 
     @staticmethod
-    def _node_score(node, X, Y, rows):
+    def _node_score(node, X, Y, rows, weight=None):
         """R^2 (mean over targets) of a leaf's regressor on its rows."""
         E = embed(node.embedder, X, rows=rows) if node.classifier.needs_embedding else None
         return float(r2_score(Y[rows], node.classifier.predict_proba(X, rows, E)))

@@ -15,7 +15,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import _fit_context
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -23,6 +23,7 @@ from skorch import NeuralNet, NeuralNetRegressor
 from skorch.callbacks import Callback
 from torch import nn
 
+from .._docstrings import fill_doc
 from ..base import check_layer_sizes, keep_state_on_error
 from ..nn.inference import EVAL_BATCH_SIZE, batched
 from ..nn.modules import AutoEncoder
@@ -33,6 +34,7 @@ from ..nn.training import (
     seed_source,
     train_net,
 )
+from .routing import RouterMixin
 
 
 class _EpochProgress(Callback):
@@ -116,7 +118,10 @@ class _ArrayBatches:
                 yield X[order[start:stop]], y[order[start:stop]]
 
 
-class AutoencoderClustererMixin:
+@fill_doc
+class AutoencoderClustererMixin(
+    RouterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+):
     """Autoencoder plumbing of a clusterer with ``n_clusters``,
     ``hidden_dims``, ``embedding_dim``, ``pretrain_epochs``, ``tol``,
     ``batch_size``, ``lr``, ``n_init``, ``device``, ``random_state`` and
@@ -124,11 +129,12 @@ class AutoencoderClustererMixin:
 
     The class sets ``_progress_desc`` (shown by the tqdm bar) and
     ``_clustering_attributes`` (what :meth:`pretrain` forgets; the first is
-    what marks it fitted), implements ``_soft_assign(X)`` (soft assignments of
-    validated ``X``) and ``transform`` (returning ``self._predict_q(X)``:
-    scikit-learn's ``set_output`` wraps only a ``transform`` the class itself
-    defines), and may override :meth:`_embedding_dim`. The mixin gives
-    ``predict_proba``, ``predict`` and ``fit_predict``.
+    what marks it fitted), implements ``_route_proba(X)`` (soft assignments
+    of validated ``X``) and ``_n_features_out``, and may override
+    :meth:`_embedding_dim`. The mixin gives ``predict_proba``, ``predict``
+    (:class:`~hemoe_sk.cluster.routing.RouterMixin`), ``transform`` (the soft
+    assignments; defined here, a subclass of ``TransformerMixin``, so that
+    ``set_output`` wraps it), ``fit_transform`` and ``fit_predict``.
     """
 
     _progress_desc = "pretraining"
@@ -159,11 +165,7 @@ class AutoencoderClustererMixin:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
+        %(fit_X_y_ignored)s
 
         Returns
         -------
@@ -305,56 +307,29 @@ class AutoencoderClustererMixin:
     def __sklearn_is_fitted__(self):
         return hasattr(self, self._clustering_attributes[0])
 
-    def _predict_q(self, X):
-        """Soft assignments of new ``X`` as a numpy array (``set_output``
-        wraps only ``transform``, so ``predict`` and ``predict_proba`` stay
-        arrays)."""
+    def _validate_new(self, X):
         check_is_fitted(self)
-        return self._soft_assign(self._validate_X(X, reset=False))
+        return self._validate_X(X, reset=False)
 
-    def predict_proba(self, X):
-        """Soft cluster assignments, as :meth:`transform` returns them.
+    def transform(self, X):
+        """Soft cluster assignments, as :meth:`predict_proba` gives them.
 
-        Named like :meth:`sklearn.mixture.GaussianMixture.predict_proba`, for
-        soft routing.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
+        %(new_X_parameters)s
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_clusters)
-            Soft assignment of each sample to each cluster; rows sum to one.
+        Q : ndarray of shape (n_samples, n_clusters)
+            Soft assignments (see the class description); each row sums to
+            one. ``set_output`` can make it a DataFrame.
         """
-        return self._predict_q(X)
-
-    def predict(self, X):
-        """Cluster of each sample (the largest soft assignment).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Cluster index of each sample.
-        """
-        return self._predict_q(X).argmax(axis=1).astype(np.int64)
+        return self._route_proba(self._validate_new(X))
 
     def fit_predict(self, X, y=None, *, autoencoder=None):
         """Fit, then return the cluster of each training sample.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
+        %(fit_X_y_ignored)s
 
         autoencoder : skorch.NeuralNet, default=None
             A fitted autoencoder net to start from instead of pretraining, as

@@ -21,13 +21,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    ClusterMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
@@ -35,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
+from .._docstrings import fill_doc
 from ..base import keep_state_on_error
 from ..nn.inference import check_finite_outputs
 from ..nn.training import DivergenceError, retry_on_divergence, torch_seed
@@ -85,10 +80,8 @@ def _reseed_empty_clusters(Z, labels, centers, optimizer, n_clusters):
     return moved
 
 
-class DECClusterer(
-    AutoencoderClustererMixin,
-    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator
-):
+@fill_doc
+class DECClusterer(AutoencoderClustererMixin, ClusterMixin, BaseEstimator):
     """Deep Embedded Clustering (DEC), and IDEC with ``gamma > 0``.
 
     A fully connected autoencoder (:class:`hemoe_sk.nn.AutoEncoder`, wrapped
@@ -196,12 +189,7 @@ class DECClusterer(
         ``"reconstruction"`` (means over the steps since the previous update,
         NaN for the first) and ``"n_reseeded"`` (empty clusters re-seeded).
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
@@ -302,7 +290,7 @@ class DECClusterer(
     _progress_desc = "DEC pretraining"
     _clustering_attributes = ("cluster_centers_", "labels_", "n_iter_", "history_")
 
-    def _soft_assign(self, X):
+    def _route_proba(self, X):
         """q for validated ``X`` with the fitted model."""
         Z = check_finite_outputs(self._encode(self.autoencoder_.module_, X), "codes")
         return student_t_assign(Z, self.cluster_centers_, self.alpha)
@@ -316,11 +304,7 @@ class DECClusterer(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
+        %(fit_X_y_ignored)s
 
         autoencoder : skorch.NeuralNet, default=None
             A fitted autoencoder net, e.g. ``other.autoencoder_`` of a
@@ -376,7 +360,7 @@ class DECClusterer(
         self.cluster_centers_ = centers.astype(np.float64)
         self.n_iter_ = int(n_iter)
         self.history_ = history
-        self.labels_ = self._soft_assign(X).argmax(axis=1).astype(np.int64)
+        self.labels_ = self._route_proba(X).argmax(axis=1).astype(np.int64)
         self._warn_empty_clusters(
             "have no training sample after refinement (too many clusters for the "
             "data, or duplicate points)"
@@ -504,10 +488,7 @@ class DECClusterer(
 
         Available after :meth:`pretrain` as well as after :meth:`fit`.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to encode.
+        %(new_X_parameters)s
 
         Returns
         -------
@@ -517,18 +498,3 @@ class DECClusterer(
         check_is_fitted(self, "autoencoder_")
         X = self._validate_X(X, reset=False)
         return self._encode(self.autoencoder_.module_, X)
-
-    def transform(self, X):
-        """Soft cluster assignments q (Student-t kernel in code space).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
-
-        Returns
-        -------
-        Q : ndarray of shape (n_samples, n_clusters)
-            Soft assignments; each row sums to one.
-        """
-        return self._predict_q(X)

@@ -24,20 +24,14 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy.special import log_softmax
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    ClusterMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
+from .._docstrings import fill_doc
 from ..base import check_layer_sizes, keep_state_on_error
 from ..nn.inference import EVAL_BATCH_SIZE, batched, check_finite_outputs, device_of
 from ..nn.modules import mlp
@@ -96,9 +90,9 @@ def _mixae_loss(logits, errors, scale, alpha, beta):
     return loss, (reconstruction, sample_entropy, batch_entropy)
 
 
+@fill_doc
 class MixtureOfAutoencodersClusterer(
-    AutoencoderClustererMixin,
-    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator
+    AutoencoderClustererMixin, ClusterMixin, BaseEstimator
 ):
     """Clustering with a mixture of autoencoders (MIXAE).
 
@@ -245,12 +239,7 @@ class MixtureOfAutoencodersClusterer(
         Mean over the training data of the smallest reconstruction error;
         sets the sharpness of :meth:`predict_proba`.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
@@ -362,7 +351,7 @@ class MixtureOfAutoencodersClusterer(
         scale = self.n_features_in_ / (2.0 * self.noise_variance_)
         return log_softmax(-scale * errors, axis=1)
 
-    def _soft_assign(self, X):
+    def _route_proba(self, X):
         """Soft assignments of validated ``X`` from the reconstruction errors."""
         errors = check_finite_outputs(
             self._errors(self.module_, X), "reconstruction errors"
@@ -379,11 +368,7 @@ class MixtureOfAutoencodersClusterer(
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-
-        y : Ignored
-            Not used, present for API consistency by convention.
+        %(fit_X_y_ignored)s
 
         autoencoder : skorch.NeuralNet, default=None
             A fitted autoencoder net, e.g. ``other.autoencoder_`` after
@@ -561,10 +546,7 @@ class MixtureOfAutoencodersClusterer(
     def reconstruction_error(self, X):
         """Mean squared reconstruction error of every autoencoder.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to reconstruct.
+        %(new_X_parameters)s
 
         Returns
         -------
@@ -572,8 +554,7 @@ class MixtureOfAutoencodersClusterer(
             ``errors[i, k]``: mean over the features of the squared error of
             autoencoder k on sample i.
         """
-        check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        X = self._validate_new(X)
         return check_finite_outputs(
             self._errors(self.module_, X), "reconstruction errors"
         )
@@ -584,39 +565,18 @@ class MixtureOfAutoencodersClusterer(
         The paper's cluster probabilities; :meth:`predict_proba` uses the
         reconstruction errors instead (see the class description).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
+        %(new_X_parameters)s
 
         Returns
         -------
         p : ndarray of shape (n_samples, n_clusters)
             Softmax of the assignment network; rows sum to one.
         """
-        check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        X = self._validate_new(X)
         module = self.module_
         logits = batched(module, lambda x: module(x)[0], X, EVAL_BATCH_SIZE)
         logits = logits.reshape(len(X), -1).astype(np.float64)
         return np.exp(log_softmax(logits, axis=1))
-
-    def transform(self, X):
-        """Soft cluster assignments from the reconstruction errors.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to assign.
-
-        Returns
-        -------
-        Q : ndarray of shape (n_samples, n_clusters)
-            ``softmax(-n_features * errors / (2 * noise_variance_))``; each
-            row sums to one, and its argmax is the autoencoder with the
-            smallest reconstruction error.
-        """
-        return self._predict_q(X)
 
     # ------------------------------------------------------------ pickling
 

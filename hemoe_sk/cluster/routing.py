@@ -33,9 +33,12 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._docstrings import fill_doc
 from .kernels import student_t_assign
 
-__all__ = ["NeighborVoteRouter", "hard_assign", "n_routes", "soft_assign"]
+__all__ = [
+    "NeighborVoteRouter", "RouterMixin", "hard_assign", "n_routes", "soft_assign"
+]
 
 #: Share of NeighborVoteRouter's probabilities given by nearness to the
 #: cluster centres: far below one vote, so it only orders equal votes.
@@ -91,6 +94,56 @@ def soft_assign(router, E, n_clusters=None):
     return q / q.sum(axis=1, keepdims=True)
 
 
+@fill_doc
+class RouterMixin:
+    """``predict_proba`` and ``predict`` of a clusterer that routes new points.
+
+    The class implements ``_route_proba(X)``: the routing probabilities of
+    validated ``X``, shape ``(n_samples, n_routes)``, rows summing to one. It
+    may override ``_route(X)`` (the route of each row of validated ``X``; by
+    default the argmax of ``_route_proba``) and ``_validate_new(X)`` (by
+    default: check that the estimator is fitted, then validate ``X`` as
+    float64 or float32 with the features seen in ``fit``).
+    """
+
+    def _validate_new(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def _route(self, X):
+        return self._route_proba(X).argmax(axis=1).astype(np.int64)
+
+    def predict_proba(self, X):
+        """Soft routing: the probability of every cluster for new points.
+
+        The class description says how they are computed.
+
+        %(new_X_parameters)s
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_routes)
+            Rows sum to one. ``n_routes`` is ``n_clusters_`` where the
+            estimator has it, else ``n_clusters``.
+        """
+        return self._route_proba(self._validate_new(X))
+
+    def predict(self, X):
+        """Hard routing: the cluster of every new point.
+
+        The argmax of :meth:`predict_proba` unless the class description
+        says otherwise.
+
+        %(new_X_parameters)s
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), dtype=int64
+            Cluster index of each point.
+        """
+        return self._route(self._validate_new(X))
+
+
 def _contiguous(raw):
     """Map the non-negative labels of ``raw`` onto 0..K-1 (order kept); noise
     (negative labels) stays -1."""
@@ -102,7 +155,8 @@ def _contiguous(raw):
     return labels
 
 
-class NeighborVoteRouter(ClusterMixin, BaseEstimator):
+@fill_doc
+class NeighborVoteRouter(RouterMixin, ClusterMixin, BaseEstimator):
     """Route new points by a vote of their nearest clustered training points.
 
     Makes any clusterer usable as a node router, including those that only
@@ -184,17 +238,23 @@ class NeighborVoteRouter(ClusterMixin, BaseEstimator):
         cluster (``labels_``): how faithfully the vote reproduces the
         clustering. Close to 1 for well-separated clusters.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
     sklearn.neighbors.KNeighborsClassifier : The same vote, with given labels.
     hemoe_sk.cluster.routing.soft_assign : How a node reads the router.
+
+    Notes
+    -----
+    :meth:`predict_proba` is the vote fractions: the share of the nearest
+    training points (weighted as ``weights`` says) in each cluster, and
+    :meth:`predict` their argmax. A negligible share (``1e-6`` of the total)
+    is given by nearness to the cluster centres (Student-t kernel
+    ``1 / (1 + d^2)``). It changes no majority; it breaks ties between equal
+    votes in favour of the nearer centre, and it orders the clusters a point
+    has no vote for, so that "the points of other clusters with the highest
+    soft assignment to cluster c" (``overlap``) are the ones nearest to c.
 
     Examples
     --------
@@ -347,11 +407,11 @@ class NeighborVoteRouter(ClusterMixin, BaseEstimator):
         self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors_, n_jobs=self.n_jobs)
         self.nn_.fit(X)
         self.training_agreement_ = float(
-            np.mean(self._votes(X).argmax(axis=1) == labels)
+            np.mean(self._route_proba(X).argmax(axis=1) == labels)
         )
         return self
 
-    def _votes(self, X):
+    def _route_proba(self, X):
         """Routing probabilities of validated ``X``, shape ``(n, n_clusters_)``."""
         n = X.shape[0]
         k = self.n_neighbors_
@@ -375,43 +435,3 @@ class NeighborVoteRouter(ClusterMixin, BaseEstimator):
         kernel = student_t_assign(X, self.cluster_centers_)
         proba = votes + _CENTRE_SHARE * kernel
         return proba / proba.sum(axis=1, keepdims=True)
-
-    def predict_proba(self, X):
-        """Vote fractions: the share of the nearest training points (weighted
-        as ``weights`` says) in each cluster.
-
-        A negligible share (``1e-6`` of the total) is given by nearness to
-        the cluster centres (Student-t kernel ``1 / (1 + d^2)``). It changes
-        no majority; it breaks ties between equal votes in favour of the
-        nearer centre, and it orders the clusters a point has no vote for,
-        so that "the points of other clusters with the highest soft
-        assignment to cluster c" (``overlap``) are the ones nearest to c.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_clusters)
-            Rows sum to one; :meth:`predict` is their argmax.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self._votes(X)
-
-    def predict(self, X):
-        """Cluster with the most votes among the nearest training points.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Cluster index of each point, in 0..n_clusters_-1.
-        """
-        return self.predict_proba(X).argmax(axis=1).astype(np.int64)

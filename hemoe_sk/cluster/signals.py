@@ -34,13 +34,21 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
+from .._docstrings import fill_doc
 from .kernels import squared_distances as _sq_distances
+from .routing import RouterMixin
 
 __all__ = ["BalancedKMeans", "ClassGroupClusterer", "WithinClassClusterer"]
 
 _MAX_SEED = np.iinfo(np.int32).max
+
+#: Constraints of the parameters the three clusterers share.
+_SHARED_CONSTRAINTS: dict = {
+    "n_clusters": [Interval(Integral, 1, None, closed="left")],
+    "random_state": ["random_state"],
+}
 
 
 def _student_t(X, centers):
@@ -53,13 +61,40 @@ def _student_t(X, centers):
     return 1.0 / (1.0 + _sq_distances(X, centers))
 
 
-def _validate_X_y(estimator, X, y, reset):
-    """Validate ``X`` (and ``y`` where given) as the three clusterers do."""
-    if y is None:
-        return validate_data(estimator, X, reset=reset, dtype=[np.float64, np.float32]), None
-    X, y = validate_data(estimator, X, y, reset=reset, dtype=[np.float64, np.float32])
-    check_classification_targets(y)
-    return X, y
+class _ClassLabelsMixin(RouterMixin):
+    """``fit(X, y)`` of a clusterer that reads the node's class labels.
+
+    The class implements ``_fit(X, y)`` on validated ``X`` and ``y`` (``y``
+    None when no labels were given) and routes new points without labels
+    (:class:`~hemoe_sk.cluster.routing.RouterMixin`).
+    """
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit on a node's embeddings and the class of each row.
+
+        See the class description for what is fitted; new points are then
+        routed without labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows (a node's embeddings); float32 is accepted.
+
+        y : array-like of shape (n_samples,), default=None
+            Class of each row (any labels). ``None``: see the class's Notes.
+
+        Returns
+        -------
+        self : object
+            Fitted clusterer.
+        """
+        dtype = [np.float64, np.float32]
+        if y is None:
+            return self._fit(validate_data(self, X, dtype=dtype), None)
+        X, y = validate_data(self, X, y, dtype=dtype)
+        check_classification_targets(y)
+        return self._fit(X, y)
 
 
 def _check_enough_samples(n_samples, n_clusters):
@@ -195,7 +230,8 @@ def _centres_of(X, labels, k):
     return np.asarray(onehot @ X) / np.bincount(labels, minlength=k)[:, None]
 
 
-class BalancedKMeans(ClusterMixin, BaseEstimator):
+@fill_doc
+class BalancedKMeans(RouterMixin, ClusterMixin, BaseEstimator):
     """K-means whose training assignment gives every cluster the same size.
 
     Lloyd's algorithm, except that every assignment step is
@@ -257,12 +293,7 @@ class BalancedKMeans(ClusterMixin, BaseEstimator):
         Fraction of training rows whose nearest centre is the cluster the
         balanced assignment gave them.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
@@ -299,11 +330,10 @@ class BalancedKMeans(ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        **_SHARED_CONSTRAINTS,
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, n_clusters=8, *, max_iter=100, n_init=3, tol=1e-4, random_state=None):
@@ -394,39 +424,11 @@ class BalancedKMeans(ClusterMixin, BaseEstimator):
         )
         return self
 
-    def predict_proba(self, X):
-        """Student-t routing probabilities ``q_j ∝ 1 / (1 + ||x - mu_j||^2)``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, `n_clusters_`)
-            Rows sum to one; their argmax is :meth:`predict`.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route_proba(self, X):
         q = _student_t(X, self.cluster_centers_)
         return q / q.sum(axis=1, keepdims=True)
 
-    def predict(self, X):
-        """Nearest centre (no balance constraint on new points).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Cluster index of each point.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route(self, X):
         return _sq_distances(X, self.cluster_centers_).argmin(axis=1).astype(np.int64)
 
 
@@ -440,7 +442,8 @@ def _renumber_by_first(groups):
     return order[inverse].astype(np.int64)
 
 
-class ClassGroupClusterer(ClusterMixin, BaseEstimator):
+@fill_doc
+class ClassGroupClusterer(_ClassLabelsMixin, ClusterMixin, BaseEstimator):
     """Groups of mutually confused classes, routed by a softmax head (HD-CNN).
 
     :meth:`fit` trains a multinomial ``LogisticRegression`` head on the rows
@@ -513,12 +516,7 @@ class ClassGroupClusterer(ClusterMixin, BaseEstimator):
         Fraction of training rows that :meth:`predict` routes to the group of
         their own class.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
@@ -534,9 +532,10 @@ class ClassGroupClusterer(ClusterMixin, BaseEstimator):
     entry) is added to every off-diagonal entry so that the similarity graph
     is connected.
 
-    Without ``y`` (``fit(X)``), the classes are replaced by the k-means
-    clusters of ``X`` with ``n_clusters`` clusters, each its own group: the
-    clusterer is then k-means whose routing is learned by the head.
+    :meth:`fit` needs at least two classes. Without ``y`` (``fit(X)``),
+    the classes are replaced by the k-means clusters of ``X`` with
+    ``n_clusters`` clusters, each its own group: the clusterer is then
+    k-means whose routing is learned by the head.
 
     Examples
     --------
@@ -554,10 +553,9 @@ class ClassGroupClusterer(ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        **_SHARED_CONSTRAINTS,
         "C": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, n_clusters=2, *, C=1.0, max_iter=1000, random_state=None):
@@ -579,26 +577,8 @@ class ClassGroupClusterer(ClusterMixin, BaseEstimator):
         ).fit_predict(A)
         return _renumber_by_first(groups)
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Train the head, measure its confusion, group the classes.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training rows (a node's embeddings); float32 is accepted.
-
-        y : array-like of shape (n_samples,), default=None
-            Class of each row (any labels). At least two classes are
-            needed. ``None`` replaces the classes by k-means clusters (see
-            Notes).
-
-        Returns
-        -------
-        self : ClassGroupClusterer
-            Fitted clusterer.
-        """
-        X, y = _validate_X_y(self, X, y, reset=True)
+    def _fit(self, X, y):
+        """Train the head, measure its confusion, group the classes."""
         rng = check_random_state(self.random_state)
         kmeans_seed, spectral_seed = rng.randint(_MAX_SEED, size=2)
         if y is None:
@@ -654,38 +634,8 @@ class ClassGroupClusterer(ClusterMixin, BaseEstimator):
         q = P @ member
         return q / q.sum(axis=1, keepdims=True)
 
-    def predict_proba(self, X):
-        """Probability of each group: the head's class probabilities summed
-        over the group's classes.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route (no labels needed).
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, `n_clusters_`)
-            Rows sum to one; their argmax is :meth:`predict`.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route_proba(self, X):
         return self._proba(self.head_.predict_proba(X))
-
-    def predict(self, X):
-        """Most probable group (argmax of :meth:`predict_proba`).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Group index of each point.
-        """
-        return self.predict_proba(X).argmax(axis=1).astype(np.int64)
 
 
 # ----------------------------------------------------------------- within class
@@ -703,7 +653,8 @@ def _n_subclusters(n_distinct, n_subclusters, n_clusters):
     return m
 
 
-class WithinClassClusterer(ClusterMixin, BaseEstimator):
+@fill_doc
+class WithinClassClusterer(_ClassLabelsMixin, ClusterMixin, BaseEstimator):
     """Sub-populations within classes, grouped across classes (GEORGE-like).
 
     :meth:`fit` runs k-means with ``n_subclusters`` clusters on the rows of
@@ -771,12 +722,7 @@ class WithinClassClusterer(ClusterMixin, BaseEstimator):
         Fraction of training rows that :meth:`predict` routes to the group
         of :attr:`labels_`.
 
-    n_features_in_ : int
-        Number of features seen during :meth:`fit`.
-
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :meth:`fit`. Defined only when `X`
-        has feature names that are all strings.
+    %(fitted_features)s
 
     See Also
     --------
@@ -812,10 +758,9 @@ class WithinClassClusterer(ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        **_SHARED_CONSTRAINTS,
         "n_subclusters": [Interval(Integral, 1, None, closed="left")],
         "center_classes": ["boolean"],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, n_clusters=2, *, n_subclusters=2, center_classes=True, random_state=None):
@@ -824,25 +769,8 @@ class WithinClassClusterer(ClusterMixin, BaseEstimator):
         self.center_classes = center_classes
         self.random_state = random_state
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Find the sub-clusters of every class and group them.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training rows (a node's embeddings); float32 is accepted.
-
-        y : array-like of shape (n_samples,), default=None
-            Class of each row (any labels). ``None``: all rows are one class
-            (see Notes).
-
-        Returns
-        -------
-        self : WithinClassClusterer
-            Fitted clusterer.
-        """
-        X, y = _validate_X_y(self, X, y, reset=True)
+    def _fit(self, X, y):
+        """Find the sub-clusters of every class and group them."""
         X64 = np.asarray(X, dtype=np.float64)
         n_samples = X64.shape[0]
         if y is None:
@@ -895,41 +823,13 @@ class WithinClassClusterer(ClusterMixin, BaseEstimator):
         self.training_agreement_ = float(np.mean(groups[nearest] == self.labels_))
         return self
 
-    def predict_proba(self, X):
-        """Student-t kernel to the sub-centroids, summed per group.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route (no labels needed).
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, `n_clusters_`)
-            Rows sum to one.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route_proba(self, X):
         kernel = _student_t(X, self.subcluster_centers_)
         member = np.zeros((len(self.subcluster_group_), self.n_clusters_))
         member[np.arange(len(self.subcluster_group_)), self.subcluster_group_] = 1.0
         q = kernel @ member
         return q / q.sum(axis=1, keepdims=True)
 
-    def predict(self, X):
-        """Group of the nearest sub-centroid.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Points to route.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), dtype=int64
-            Group index of each point.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+    def _route(self, X):
         nearest = _sq_distances(X, self.subcluster_centers_).argmin(axis=1)
         return self.subcluster_group_[nearest].astype(np.int64)

@@ -37,31 +37,75 @@ __all__ = [
 EMBEDDER_PREFIX = "embedder__"
 
 
-class _AuxiliaryLossMixin:
-    """Adds a module's own auxiliary loss to a skorch net's training loss.
+class _HemoeLossMixin:
+    """The loss of hemoe_sk's skorch nets: per-row weights and a module's
+    auxiliary loss.
 
-    A module may define ``auxiliary_loss(y_true)`` returning a scalar tensor
-    computed from state it kept during its last ``forward`` (DeepMoE's gate
-    sparsity and shallow-embedding losses, the flat MoE's load balancing do
-    this). It is added to the criterion's loss during training only.
+    **Row weights.** When the training data is a
+    :class:`~hemoe_sk.nn.training.RowSubset` with ``weight``, each batch's
+    target is the pair ``(y, w)`` and the loss is the weighted mean of the
+    criterion's per-row losses, ``sum_i w_i l_i / sum_i w_i``: with the whole
+    set in one batch, an integer weight equals repeating the row, and a
+    batch's loss keeps the scale of an unweighted one. The criterion is
+    evaluated with ``reduction="none"`` for this (it must have a
+    ``reduction`` attribute, as torch's losses do). Unweighted data takes
+    skorch's own path, unchanged.
+
+    **Auxiliary loss.** A module may define ``auxiliary_loss(y_true)``
+    returning a scalar tensor computed from state it kept during its last
+    ``forward`` (DeepMoE's gate sparsity and shallow-embedding losses do
+    this). It is added to the criterion's loss during training only, and is
+    not weighted (it is a regulariser of the batch, not a per-row loss).
     """
 
+    #: Read by :func:`~hemoe_sk.nn.training.train_net`: this net's loss takes
+    #: per-row weights.
+    supports_row_weights = True
+
+    def _weighted_loss(self, y_pred, y_true, weight):
+        y_true = to_tensor(y_true, device=self.device)
+        weight = to_tensor(weight, device=self.device).to(y_pred.dtype)
+        criterion = self.criterion_
+        if not isinstance(getattr(criterion, "reduction", None), str):
+            raise TypeError(
+                f"Row weights need per-row losses: the criterion "
+                f"{type(criterion).__name__} has no 'reduction' attribute to set to "
+                "'none'."
+            )
+        if isinstance(criterion, nn.NLLLoss):  # skorch's convention: probabilities
+            y_pred = torch.log(y_pred + torch.finfo(y_pred.dtype).eps)
+        saved = criterion.reduction
+        criterion.reduction = "none"
+        try:
+            per_row = criterion(y_pred, y_true)
+        finally:
+            criterion.reduction = saved
+        per_row = per_row.reshape(len(weight), -1).mean(dim=1)
+        return (per_row * weight).sum() / weight.sum().clamp_min(
+            torch.finfo(weight.dtype).tiny
+        )
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if isinstance(y_true, (list, tuple)):
+            y_true, weight = y_true
+            loss = self._weighted_loss(y_pred, y_true, weight)
+        else:
+            loss = super().get_loss(y_pred, y_true, X=X, training=training)
         aux = getattr(self.module_, "auxiliary_loss", None)
         if training and callable(aux):
             loss = loss + aux(to_tensor(y_true, device=self.device))
         return loss
 
 
-class HemoeNeuralNetClassifier(_AuxiliaryLossMixin, NeuralNetClassifier):
-    """skorch classifier that adds a module's own auxiliary loss."""
+class HemoeNeuralNetClassifier(_HemoeLossMixin, NeuralNetClassifier):
+    """skorch classifier with per-row weights and a module's auxiliary loss
+    (see :class:`_HemoeLossMixin`)."""
 
 
-class HemoeNeuralNetRegressor(_AuxiliaryLossMixin, NeuralNetRegressor):
-    """skorch regressor that adds a module's own auxiliary loss.
+class HemoeNeuralNetRegressor(_HemoeLossMixin, NeuralNetRegressor):
+    """skorch regressor with per-row weights and a module's auxiliary loss.
 
-    A module may also replace the criterion during training with its own
+    A module may also replace the criterion during unweighted training with its own
     ``regression_loss(y_pred, y_true)`` (the flat MoE's mixture likelihood,
     which needs every expert's output, not only the gated mean that
     ``forward`` returns and ``predict`` reads).
@@ -69,7 +113,7 @@ class HemoeNeuralNetRegressor(_AuxiliaryLossMixin, NeuralNetRegressor):
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         own = getattr(self.module_, "regression_loss", None)
-        if not (training and callable(own)):
+        if not (training and callable(own)) or isinstance(y_true, (list, tuple)):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)
         loss = own(y_pred, y_true)

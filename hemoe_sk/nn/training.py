@@ -129,12 +129,28 @@ class RowSubset(torch.utils.data.Dataset):
     Experts train on clusters of a node's data; handing skorch this dataset
     instead of ``X[rows]`` keeps a single copy of the training matrix however
     many experts and candidate K there are.
+
+    With ``weight`` (one non-negative number per row of ``X``, like ``y``),
+    an item is ``(x, (y, w))``: skorch hands the pair ``(y, w)`` of a batch
+    to the net's ``get_loss`` as its target, and
+    :class:`~hemoe_sk.nn.build.HemoeNeuralNetClassifier` weights each row's
+    loss by ``w``. Without it an item is ``(x, y)``, exactly as before.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.arange(6, dtype=np.float32).reshape(3, 2)
+    >>> y = np.array([0, 1, 0])
+    >>> x, (label, w) = RowSubset(X, y, [2, 0], weight=np.array([1., 2., 3.]))[0]
+    >>> x.tolist(), int(label), float(w)
+    ([4.0, 5.0], 0, 3.0)
     """
 
-    def __init__(self, X, y, rows):
+    def __init__(self, X, y, rows, weight=None):
         self.X = X
         self.y = y
         self.rows = np.asarray(rows, dtype=np.intp)
+        self.weight = None if weight is None else np.asarray(weight, dtype=np.float32)
 
     def __len__(self):
         return len(self.rows)
@@ -142,7 +158,12 @@ class RowSubset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         r = self.rows[i]
         # torch.tensor copies the row: X may be a read-only memmap.
-        return torch.tensor(self.X[r]), torch.tensor(self.y[r])
+        if self.weight is None:
+            return torch.tensor(self.X[r]), torch.tensor(self.y[r])
+        return torch.tensor(self.X[r]), (
+            torch.tensor(self.y[r]),
+            torch.tensor(self.weight[r]),
+        )
 
 
 def retry_on_divergence(step, *, lr, stage, on_retry=None, stacklevel=2):
@@ -247,6 +268,14 @@ def train_net(net, X, y=None, *, seed, stage, partial=False, max_epochs=None):
         If the loss became NaN or inf again after one retry at a tenth of the
         learning rate.
     """
+    if getattr(X, "weight", None) is not None and not getattr(
+        net, "supports_row_weights", False
+    ):
+        raise TypeError(
+            f"{stage}: sample_weight and class_weight need a net whose loss takes "
+            f"per-row weights; {type(net).__name__} does not. Pass the embedder as "
+            "a torch module class, or as a hemoe_sk.nn.build.HemoeNeuralNetClassifier."
+        )
     saved = copy.deepcopy(net.module_.state_dict()) if partial else None
     device = getattr(net, "device", "cpu")
 
