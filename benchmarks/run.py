@@ -3,7 +3,8 @@
 Subcommands run the focused benchmarks instead of the suite:
 ``python -m benchmarks.run dec [options]`` (DEC/IDEC against k-means),
 ``python -m benchmarks.run moe [options]`` (the flat mixture of experts and
-DeepMoE) and ``python -m benchmarks.run routers [options]`` (node routers);
+DeepMoE), ``python -m benchmarks.run routers [options]`` (node routers) and
+``python -m benchmarks.run parallel [options]`` (``n_jobs=1`` against 2);
 ``python -m benchmarks.run SUBCOMMAND --help`` lists each one's options.
 
 Fits every selected model on the same stratified splits of every selected
@@ -46,7 +47,12 @@ from ._worker import Runner
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 #: ``python -m benchmarks.run NAME ...``: the module whose ``main(argv)`` runs it.
-SUBCOMMANDS = {"dec": "_dec", "moe": "_moe", "routers": "_routers"}
+SUBCOMMANDS = {
+    "dec": "_dec",
+    "moe": "_moe",
+    "routers": "_routers",
+    "parallel": "_parallel",
+}
 
 #: Figures of a fit, copied to models evaluated on another model's fit.
 _FIT_FIGURES = ("fit_s", "rss_before_mb", "peak_rss_mb", "fit_mem_mb")

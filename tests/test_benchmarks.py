@@ -314,7 +314,12 @@ def test_wide_control_matches_the_leaves_parameters():
 
 @pytest.mark.parametrize(
     "name, option",
-    [("dec", "--no-reuse"), ("moe", "--quick"), ("routers", "--no-clustering")],
+    [
+        ("dec", "--no-reuse"),
+        ("moe", "--quick"),
+        ("routers", "--no-clustering"),
+        ("parallel", "--repeats"),
+    ],
 )
 def test_subcommand_help_exits_zero(name, option, capsys):
     """``python -m benchmarks.run NAME --help`` reaches that benchmark's parser."""
