@@ -8,9 +8,13 @@ Run from the repository root::
 Data: scikit-learn's ``load_digits`` (pixels divided by 16), 70% stratified
 training split (``random_state=0``).
 
-Model: ``HierarchicalEmbeddingMoEClassifier`` with its defaults (DEC routers,
+Models: ``HierarchicalEmbeddingMoEClassifier`` with its defaults (DEC routers,
 fine-tuned experts, K in 2..5, depth 2, held-out selection) but
-``--epochs``/``--expert-epochs`` epochs, fitted in this process
+``--epochs``/``--expert-epochs`` epochs (``defaults``: on digits its root
+stays whole, so one node is searched), and the same with
+``split_test="none", n_clusters_grid=(2, 3)`` (``grown``: every node splits,
+so the search runs at the root and at each of its children). Each is fitted
+in this process
 
 * with ``n_jobs=1`` (the baseline; run it with ``OMP_NUM_THREADS=1`` so
   torch uses one thread, as each loky worker does),
@@ -62,18 +66,21 @@ def _fit(params, X, y, backend, n_jobs):
     return clf, time.perf_counter() - start
 
 
-def run(params, X_train, X_test, y_train, y_test, repeats=2, threading=False):
+def run(params, X_train, X_test, y_train, y_test, repeats=2, threading=False,
+        cold=True):
     """The rows of the table, baseline first: ``[dict]``.
 
     A small fit first warms this process up (imports, torch's first calls),
-    so the baseline is not charged for them. The first loky fit starts the
-    pool (cold); then ``repeats`` rounds alternate the runs, and each row
-    keeps its fastest round (the least disturbed by other work).
+    so the baseline is not charged for them. With ``cold``, a first loky fit
+    starts the pool (the pool then stays for the rest of the session); then
+    ``repeats`` rounds alternate the runs, and each row keeps its fastest
+    round (the least disturbed by other work).
     """
     _fit({**params, "max_depth": 0, "max_epochs": 1}, X_train[:100], y_train[:100],
          None, 1)
-    cold, cold_s = _fit(params, X_train, y_train, "loky", 2)
-    print(f"  {'loky, n_jobs=2 (cold pool)':<28} {cold_s:8.1f} s", flush=True)
+    if cold:
+        cold_clf, cold_s = _fit(params, X_train, y_train, "loky", 2)
+        print(f"  {'loky, n_jobs=2 (cold pool)':<28} {cold_s:8.1f} s", flush=True)
     runs = [("n_jobs=1", None, 1), ("loky, n_jobs=2 (warm pool)", "loky", 2)]
     if threading:
         runs.append(("threading, n_jobs=2", "threading", 2))
@@ -87,7 +94,8 @@ def run(params, X_train, X_test, y_train, y_test, repeats=2, threading=False):
             fitted[label] = clf
     rows = [(label, min(times[label]), times[label], fitted[label])
             for label, _, _ in runs]
-    rows.insert(1, ("loky, n_jobs=2 (cold pool)", cold_s, [cold_s], cold))
+    if cold:
+        rows.insert(1, ("loky, n_jobs=2 (cold pool)", cold_s, [cold_s], cold_clf))
     base, base_s = rows[0][3], rows[0][1]
     table = []
     for label, seconds, all_s, clf in rows:
@@ -103,7 +111,14 @@ def run(params, X_train, X_test, y_train, y_test, repeats=2, threading=False):
     return table
 
 
-def markdown(table, params, command, load_before, load_after, total_s):
+#: The trees timed: name -> parameters beyond the epochs and the seed.
+CONFIGS = {
+    "defaults": {},
+    "grown": {"split_test": "none", "n_clusters_grid": (2, 3)},
+}
+
+
+def markdown(tables, command, load_before, load_after, total_s):
     import torch
 
     lines = [
@@ -114,21 +129,23 @@ def markdown(table, params, command, load_before, load_after, total_s):
         f"torch {torch.__version__}; load average before {load_before:.2f}, "
         f"after {load_after:.2f} (1 min); total {total_s / 60:.1f} min.",
         "",
-        "Data: `load_digits` / 16, 70% stratified training split. Tree: "
-        "`HierarchicalEmbeddingMoEClassifier("
-        + ", ".join(f"{k}={v!r}" for k, v in params.items())
-        + ")`, other parameters at their defaults.",
+        "Data: `load_digits` / 16, 70% stratified training split. Trees: "
+        "`HierarchicalEmbeddingMoEClassifier(**params)`, other parameters at "
+        "their defaults.",
         "",
-        "| run | fit s (fastest) | every fit, s | speed-up over n_jobs=1 "
-        "| test accuracy | leaves | same tree |",
-        "|---|---|---|---|---|---|---|",
+        "| tree | params | run | fit s (fastest) | every fit, s "
+        "| speed-up over n_jobs=1 | test accuracy | leaves | same tree |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in table:
-        every = ", ".join(f"{t:.1f}" for t in r["all_s"])
-        lines.append(
-            f"| {r['run']} | {r['fit_s']:.1f} | {every} | {r['speedup']:.2f} | "
-            f"{r['accuracy']:.4f} | {r['leaves']} | {'yes' if r['same'] else 'NO'} |"
-        )
+    for name, (params, table) in tables.items():
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        for r in table:
+            every = ", ".join(f"{t:.1f}" for t in r["all_s"])
+            lines.append(
+                f"| {name} | `{shown}` | {r['run']} | {r['fit_s']:.1f} | {every} | "
+                f"{r['speedup']:.2f} | {r['accuracy']:.4f} | {r['leaves']} | "
+                f"{'yes' if r['same'] else 'NO'} |"
+            )
     lines += [
         "",
         "Only the per-node K search runs in the workers; the root network, "
@@ -153,6 +170,8 @@ def main(argv=None):
                         help="epochs of the root network (default: 20)")
     parser.add_argument("--expert-epochs", type=int, default=5,
                         help="epochs of every expert (default: 5)")
+    parser.add_argument("--trees", nargs="+", choices=list(CONFIGS),
+                        default=list(CONFIGS), help="trees to time (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="random_state (default: 0)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="rounds of n_jobs=1 / loky fits; each row keeps its "
@@ -171,25 +190,29 @@ def main(argv=None):
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.3, stratify=y, random_state=0
     )
-    params = dict(
-        max_epochs=3 if args.quick else args.epochs,
-        expert_max_epochs=1 if args.quick else args.expert_epochs,
-        random_state=args.seed,
-    )
-    if args.quick:
-        params["max_depth"] = 1
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    print(f"digits: {len(X_train)} training rows; {params}", flush=True)
-    table = run(params, X_train, X_test, y_train, y_test, repeats=args.repeats,
-                threading=args.threading)
+    tables = {}
+    for name in args.trees:
+        params = dict(
+            max_epochs=3 if args.quick else args.epochs,
+            expert_max_epochs=1 if args.quick else args.expert_epochs,
+            random_state=args.seed,
+            **CONFIGS[name],
+        )
+        if args.quick:
+            params["max_depth"] = 1
+        print(f"{name}: digits, {len(X_train)} training rows; {params}", flush=True)
+        tables[name] = (params, run(params, X_train, X_test, y_train, y_test,
+                                    repeats=args.repeats, threading=args.threading,
+                                    cold=not tables))
     total = time.perf_counter() - started
     text = markdown(
-        table, params,
+        tables,
         "python -m benchmarks.run parallel " + " ".join(argv or []),
         load_before, os.getloadavg()[0], total,
     )
     print(text)
     if args.out:
         Path(args.out).write_text(text)
-    return table
+    return tables
