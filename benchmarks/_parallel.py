@@ -133,6 +133,7 @@ def run(params, X_train, X_test, y_train, y_test, repeats=2, threading=False,
         )
         table.append(dict(
             run=label, fit_s=seconds, all_s=all_s, speedup=base_s / seconds,
+            search_s=search_seconds(clf) if clf is base else None,
             accuracy=clf.score(X_test, y_test), leaves=clf.n_leaves_, same=same,
         ))
     return table
@@ -143,6 +144,19 @@ CONFIGS = {
     "defaults": {},
     "grown": {"split_test": "none", "n_clusters_grid": (2, 3)},
 }
+
+
+def search_seconds(clf):
+    """Seconds the fitted tree's search tasks took (fit + score, every node,
+    candidate and split): the part of a fit that ``n_jobs`` spreads."""
+    total = 0.0
+    for node in clf.tree_.nodes:
+        results = node.search.get("cv_results") if node.search else None
+        if results:
+            n_splits = sum(key.startswith("split") for key in results)
+            total += float(np.sum(results["mean_fit_time"] + results["mean_score_time"])
+                           ) * n_splits
+    return total
 
 
 def markdown(tables, command, load_before, load_after, total_s, available):
@@ -175,6 +189,15 @@ def markdown(tables, command, load_before, load_after, total_s, available):
                 f"{r['speedup']:.2f} | {r['accuracy']:.4f} | {r['leaves']} | "
                 f"{'yes' if r['same'] else 'NO'} |"
             )
+    lines += ["", "Share of the `n_jobs=1` fit spent in the search's tasks (what "
+              "two workers can share), and the speed-up that bounds (Amdahl, "
+              "with two free cores):", ""]
+    for name, (_, table) in tables.items():
+        share = table[0]["search_s"] / table[0]["fit_s"]
+        lines.append(
+            f"- {name}: {table[0]['search_s']:.1f} s of {table[0]['fit_s']:.1f} s "
+            f"({share:.0%}), at most {1 / (1 - share / 2):.2f}x."
+        )
     lines += [
         "",
         "Only the per-node K search runs in the workers; the root network, "
