@@ -4,8 +4,9 @@ Subcommands run the focused benchmarks instead of the suite:
 ``python -m benchmarks.run dec [options]`` (DEC/IDEC against k-means),
 ``python -m benchmarks.run moe [options]`` (the flat mixture of experts and
 DeepMoE), ``python -m benchmarks.run regress [options]`` (the regressors
-against the base network and HGB) and ``python -m benchmarks.run routers
-[options]`` (node routers);
+against the base network and HGB), ``python -m benchmarks.run routers
+[options]`` (node routers) and ``python -m benchmarks.run parallel [options]``
+(``n_jobs=1`` against 2);
 ``python -m benchmarks.run SUBCOMMAND --help`` lists each one's options.
 
 Fits every selected model on the same stratified splits of every selected
@@ -48,7 +49,13 @@ from ._worker import Runner
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 #: ``python -m benchmarks.run NAME ...``: the module whose ``main(argv)`` runs it.
-SUBCOMMANDS = {"dec": "_dec", "moe": "_moe", "regress": "_regress", "routers": "_routers"}
+SUBCOMMANDS = {
+    "dec": "_dec",
+    "moe": "_moe",
+    "regress": "_regress",
+    "routers": "_routers",
+    "parallel": "_parallel",
+}
 
 #: Figures of a fit, copied to models evaluated on another model's fit.
 _FIT_FIGURES = ("fit_s", "rss_before_mb", "peak_rss_mb", "fit_mem_mb")

@@ -210,7 +210,8 @@ class HierarchicalEmbeddingMoEClassifier(
         machine without CUDA falls back to the CPU with a warning.
     n_jobs : int or None, default=None
         Parallel candidates in each node's search (through joblib, so any
-        joblib backend works).
+        joblib backend works: loky, Dask, Ray; see the user guide's
+        "Parallel fitting"). Every backend grows the same tree.
     random_state : int, RandomState or None, default=None
         Seeds every network, split and clusterer. The global torch and numpy
         random states are left as they were.

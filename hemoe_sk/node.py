@@ -3,8 +3,9 @@
 :class:`NodeExpertsClassifier` is the estimator the per-node K search scores
 for every candidate number of clusters (``n_clusters=1`` is the unsplit node:
 one expert trained on all of the node's data). :func:`search_node` runs that
-search with :class:`~sklearn.model_selection.GridSearchCV` and returns the
-chosen partition together with the search's ``cv_results_``.
+search (``GridSearchCV``'s loop, through joblib, every task returning what it
+fitted) and returns the chosen partition together with the search's
+``cv_results_``.
 
 Data never travels through the search as a matrix. The search sees a column
 of row *positions* into the node; the node's rows of ``X``, its embeddings and
@@ -21,21 +22,22 @@ import copy
 import inspect
 import math
 import numbers
-import warnings
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.cluster import KMeans
 from sklearn.metrics import r2_score
 from sklearn.model_selection import (
-    GridSearchCV,
     KFold,
     ParameterGrid,
     ShuffleSplit,
     StratifiedKFold,
     StratifiedShuffleSplit,
 )
+from sklearn.utils.parallel import Parallel, delayed
 
 from .cluster.routing import hard_assign, soft_assign
 from .nn.build import make_classifier_net, make_regressor_net
@@ -252,7 +254,9 @@ class NodeContext:
     """Everything one node's search shares, held once.
 
     ``copy.deepcopy`` (which :func:`sklearn.base.clone` applies to parameters)
-    returns the context itself, so candidates never copy the data.
+    returns the context itself, so candidates never copy the data. A joblib
+    backend running tasks in other processes pickles it instead (see
+    :func:`search_node` for what travels).
 
     Attributes
     ----------
@@ -297,25 +301,22 @@ class NodeContext:
         wins and losses.
     pretrained : dict
         Pretrained clusterer states (DEC autoencoders) and fitted reducers,
-        keyed by fit rows.
-    fitted_routers : dict
-        Routers fitted during the search, keyed by ``(n_clusters, fit rows)``,
-        so the chosen one is reused rather than refitted.
-    fitted_experts : dict
-        Experts trained during the search, keyed by ``(candidate, fit rows)``,
-        so the chosen candidate's experts become the node's final experts
-        without training them again.
+        keyed by fit rows. :func:`search_node` fills it in this process
+        before it hands the candidates out, so every worker receives them.
     row_correct : dict
         Per held-out row, whether a candidate classified it correctly (for
         regression: minus its squared error), keyed by ``(candidate,
-        held-out rows)``: what the paired split test reads.
+        held-out rows)``: written by :meth:`NodeExpertsClassifier.score` and
+        collected at once by the search task that scored (in the worker's
+        copy of the context, when the task runs in another process).
     regression : bool
         The tree is a regressor: ``y`` holds real targets, experts predict
         them, and candidates are scored by R^2.
 
-    The caches only save work. A joblib backend that copies the context to
-    other processes loses them, and the search then retrains what it needs
-    in this process (the candidates are deterministic in their seeds).
+    What the search fits (routers, experts, held-out outcomes) is not kept
+    here: every search task returns it (see :func:`search_node`), so it
+    reaches the calling process whatever the joblib backend, and nothing is
+    trained twice.
     """
 
     X: np.ndarray
@@ -335,8 +336,6 @@ class NodeContext:
     search_expert: str = "same"
     w: np.ndarray | None = None
     pretrained: dict = field(default_factory=dict)
-    fitted_routers: dict = field(default_factory=dict)
-    fitted_experts: dict = field(default_factory=dict)
     row_correct: dict = field(default_factory=dict)
     regression: bool = False
 
@@ -529,39 +528,35 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
         return reducer, reducer.transform(E)
 
     def fit_router(self, P):
-        """Fit (or fetch from the search) the router on the rows ``P``.
+        """Fit the router on the rows ``P``.
 
-        Deterministic in ``random_state``, so the router chosen by a search is
-        exactly the one that was scored. Returns ``(router, labels)``.
+        Deterministic in ``random_state``: the same candidate fitted on the
+        same rows gives the same router, in any process. Returns
+        ``(router, labels)``.
         """
         ctx = self.context
         positions = self._positions(P)
         if self.n_clusters == 1:
             return None, np.zeros(len(positions), dtype=np.intp)
-        key = (self.n_clusters, repr(self.clusterer_params), _rows_key(positions))
-        if key not in ctx.fitted_routers:
-            reducer, Z = self._reduced(positions)
-            clusterer = self._make_clusterer()
-            pretrained = ctx.pretrained.get(_rows_key(positions))
-            # Row weights reach clusterers whose fit takes them (KMeans).
-            weighted = {}
-            if ctx.w is not None and _fit_takes(clusterer, "sample_weight"):
-                weighted["sample_weight"] = ctx.w[ctx.rows[positions]]
-            if pretrained is not None:
-                clusterer.fit(Z, autoencoder=pretrained, **weighted)
-            else:
-                # Labels reach clusterers that take them (class-group and
-                # within-class signals; scikit-learn's ignore ``y``).
-                if _fit_takes_y(clusterer):
-                    clusterer.fit(Z, ctx.y[ctx.rows[positions]], **weighted)
-                else:
-                    clusterer.fit(Z, **weighted)
-            labels = hard_assign(clusterer, Z)
-            k = self.n_clusters or getattr(clusterer, "n_clusters_", None)
-            k = int(k) if k else int(labels.max()) + 1
-            ctx.fitted_routers[key] = Router(clusterer, reducer, k)
-        router = ctx.fitted_routers[key]
-        return router, router.predict(ctx.E[positions])
+        reducer, Z = self._reduced(positions)
+        clusterer = self._make_clusterer()
+        pretrained = ctx.pretrained.get(_rows_key(positions))
+        # Row weights reach clusterers whose fit takes them (KMeans).
+        weighted = {}
+        if ctx.w is not None and _fit_takes(clusterer, "sample_weight"):
+            weighted["sample_weight"] = ctx.w[ctx.rows[positions]]
+        if pretrained is not None:
+            clusterer.fit(Z, autoencoder=pretrained, **weighted)
+        elif _fit_takes_y(clusterer):
+            # Labels reach clusterers that take them (class-group and
+            # within-class signals; scikit-learn's ignore ``y``).
+            clusterer.fit(Z, ctx.y[ctx.rows[positions]], **weighted)
+        else:
+            clusterer.fit(Z, **weighted)
+        labels = hard_assign(clusterer, Z)
+        k = self.n_clusters or getattr(clusterer, "n_clusters_", None)
+        k = int(k) if k else int(labels.max()) + 1
+        return Router(clusterer, reducer, k), labels
 
     def fit(self, P, y=None):
         ctx = self.context
@@ -592,7 +587,6 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
                     kind=kind,
                 )
             )
-        ctx.fitted_experts[(self.candidate_key, _rows_key(positions))] = self.experts_
         return self
 
     def predict_proba(self, P):
@@ -616,13 +610,6 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, P):
         out = self.predict_proba(P)
         return out if self.context.regression else out.argmax(axis=1)
-
-    def row_outcomes(self, P, y):
-        """Per row of ``P``: whether it was classified correctly, or (for
-        regression) minus its squared error summed over the targets."""
-        if self.context.regression:
-            return -_squared_errors(self.predict(P), y).sum(axis=1)
-        return self.predict(P) == np.asarray(y)
 
     def score(self, P, y, sample_weight=None):
         """Weighted accuracy: sum over clusters of (n_c / N) * acc_c; for
@@ -947,32 +934,89 @@ def _candidate_name(params):
     return ", ".join(f"{k}={v}" for k, v in sorted(params["clusterer_params"].items()))
 
 
-def _held_out_correct(candidate, params, splits, y_node):
-    """Per held-out row of every split, whether the candidate ``params``
-    (fit on that split's fit rows) got it right, concatenated over splits.
+def _fit_and_score(candidate, params, train, test, y_node, *, keep_router,
+                   keep_experts):
+    """One task of the search: fit the candidate ``params`` on the node
+    positions ``train`` and score it on ``test``.
 
-    Read from the search's cache; where a process backend lost it, the
-    candidate is fitted again here (deterministically, so identically).
+    It runs wherever the joblib backend puts it (this process, a thread, a
+    loky, Dask or Ray worker) and returns all the caller needs: the held-out
+    score, the per-row outcomes (for :func:`decide_split`), the fit and score
+    times, and, when asked, the fitted router and experts. A worker's
+    objects are pickled back with the result, so the caller never fits a
+    candidate again.
     """
-    est = clone(candidate).set_params(**params)
-    out = []
-    for train, test in splits:
-        correct = candidate.context.row_correct.get(
-            (est.candidate_key, _rows_key(test))
+    est = clone(candidate).set_params(**clone(params, safe=False))
+    start = time.perf_counter()
+    est.fit(train.reshape(-1, 1), y_node[train])
+    fit_time = time.perf_counter() - start
+    start = time.perf_counter()
+    score = est.score(test.reshape(-1, 1), y_node[test])
+    score_time = time.perf_counter() - start
+    # ``score`` left the outcomes in this process's copy of the context.
+    correct = est.context.row_correct.pop((est.candidate_key, _rows_key(test)), None)
+    return {
+        "score": float(score),
+        "correct": correct,
+        "fit_time": fit_time,
+        "score_time": score_time,
+        "router": est.router_ if keep_router else None,
+        "experts": est.experts_ if keep_experts else None,
+    }
+
+
+def _param_arrays(candidate_params):
+    """``param_<name>`` masked arrays, as in ``GridSearchCV.cv_results_``."""
+    names = list(dict.fromkeys(name for p in candidate_params for name in p))
+    arrays = {}
+    for name in names:
+        values = [p[name] for p in candidate_params if name in p]
+        try:
+            arr = np.array(values)
+        except ValueError:  # e.g. sequences of different lengths
+            dtype = np.dtype(object)
+        else:
+            dtype = arr.dtype if arr.dtype.kind != "U" and arr.ndim == 1 else object
+        masked = np.ma.MaskedArray(np.empty(len(candidate_params), dtype=dtype),
+                                   mask=True)
+        for i, p in enumerate(candidate_params):
+            if name in p:
+                masked[i] = p[name]
+        arrays[f"param_{name}"] = masked
+    return arrays
+
+
+def _cv_results(candidate_params, out, n_splits):
+    """A ``GridSearchCV.cv_results_`` dict (same keys, same statistics) from
+    the tasks' results, ordered candidate by candidate, split by split."""
+    n = len(candidate_params)
+    results = {}
+
+    def store(key, values, splits=False, rank=False):
+        array = np.array(values, dtype=np.float64).reshape(n, n_splits)
+        if splits:
+            for s in range(n_splits):
+                results[f"split{s}_{key}"] = array[:, s]
+        means = np.average(array, axis=1)
+        results[f"mean_{key}"] = means
+        results[f"std_{key}"] = np.sqrt(
+            np.average((array - means[:, np.newaxis]) ** 2, axis=1)
         )
-        if correct is None:
-            fitted = clone(est).fit(train.reshape(-1, 1))
-            correct = fitted.row_outcomes(test.reshape(-1, 1), y_node[test])
-        out.append(correct)
-    return np.concatenate(out)
+        if rank:
+            # NaN (ineligible candidates) ties with the worst, as in sklearn.
+            if np.isnan(means).all():
+                ranks = np.ones(n, dtype=np.int32)
+            else:
+                filled = np.where(np.isnan(means), np.nanmin(means) - 1, means)
+                ranks = rankdata(-filled, method="min").astype(np.int32)
+            results[f"rank_{key}"] = ranks
 
-
-def _chosen_experts(candidate, params, train):
-    """The experts the candidate ``params`` trained on ``train`` in the
-    search (or trains them again where a process backend lost them)."""
-    est = clone(candidate).set_params(**params)
-    experts = candidate.context.fitted_experts.get((est.candidate_key, _rows_key(train)))
-    return experts if experts is not None else est.fit(train.reshape(-1, 1)).experts_
+    store("fit_time", [o["fit_time"] for o in out])
+    store("score_time", [o["score_time"] for o in out])
+    results.update(_param_arrays(candidate_params))
+    results["params"] = candidate_params
+    store("test_score", [o["score"] for o in out], splits=True, rank=True)
+    return results
 
 
 def search_node(
@@ -995,21 +1039,41 @@ def search_node(
 ):
     """Choose the node's partition by held-out weighted accuracy.
 
-    Every candidate is a :class:`NodeExpertsClassifier` in a
-    ``GridSearchCV`` over the node's positions: K=1 (the unsplit node), and
-    either every K in ``n_clusters_grid`` whose clusters can meet
-    ``min_cluster_size``, or every point of ``cluster_param_grid`` (for
-    routers that find K themselves). The best candidate by mean held-out
-    accuracy is then compared with K=1 on the same held-out rows by
-    :func:`decide_split` (``split_test``, ``split_alpha``, ``min_gain``), and
-    kept only if it passes. The returned router is the one that was scored
-    (on the first split's fit rows), not a new draw.
+    Every candidate is a :class:`NodeExpertsClassifier` over the node's
+    positions: K=1 (the unsplit node), and either every K in
+    ``n_clusters_grid`` whose clusters can meet ``min_cluster_size``, or every
+    point of ``cluster_param_grid`` (for routers that find K themselves). The
+    best candidate by mean held-out accuracy is then compared with K=1 on the
+    same held-out rows by :func:`decide_split` (``split_test``,
+    ``split_alpha``, ``min_gain``), and kept only if it passes. The returned
+    router is the one that was scored (on the first split's fit rows), not a
+    new draw.
 
     ``splits`` (a list of ``(fit positions, held-out positions)``) replaces
     the node's own ``validation_size``/``cv`` split; the classifier's
     held-out selection passes the part of its tree-wide split that reached
     the node. With ``return_experts=True`` the chosen candidate's experts,
     trained on the first split's fit rows in the search, are returned too.
+
+    The search is the loop of :class:`~sklearn.model_selection.GridSearchCV`
+    (every candidate on every split, in that order, with the same
+    ``cv_results_`` keys), run through :class:`sklearn.utils.parallel.Parallel`
+    with ``n_jobs``, so any joblib backend runs it (threads, loky processes,
+    Dask, Ray: see ``joblib.parallel_config``). Unlike ``GridSearchCV``, every
+    task returns what it fitted: the first split's tasks return their router
+    and (with ``return_experts``) their experts, every task its per-row
+    held-out outcomes. Nothing is fitted again in this process, whichever
+    backend ran the tasks, and the result is the same as with ``n_jobs=1``.
+
+    What travels to a worker process, per batch of tasks: the candidate,
+    whose :class:`NodeContext` carries the whole training matrix ``X``, the
+    labels, the node's embeddings ``E``, the node's network and the
+    pretrained clusterer states and reducers (fitted here, before the tasks
+    are handed out); plus the split's positions. The loky backend memory-maps
+    the arrays over 1 MB instead of copying them; Dask and Ray pickle them
+    with the task. What comes back: scores, boolean outcomes, times, and the
+    first split's routers and experts (each network expert a fine-tuned copy
+    of the node's network).
 
     Returns
     -------
@@ -1040,33 +1104,37 @@ def search_node(
         context=context,
         random_state=seed,
     )
-    n_candidates = len(ParameterGrid(grid))
-    if n_candidates > 1 and hasattr(clusterer, "pretrain"):
-        # Pretrain the clusterer (DEC's autoencoder) once per fit set and
-        # share it across every candidate.
+    candidate_params = list(ParameterGrid(grid))
+    if len(candidate_params) > 1:
+        # Fit the reducer and pretrain the clusterer (DEC's autoencoder) once
+        # per fit set, here, so that every candidate (in any process) shares
+        # them.
         for train, _ in splits:
             _, Z = candidate._reduced(train)
-            pre = candidate._seeded(clone(clusterer))
-            pre.pretrain(Z)
-            context.pretrained[_rows_key(train)] = pre.autoencoder_
+            if hasattr(clusterer, "pretrain"):
+                pre = candidate._seeded(clone(clusterer))
+                pre.pretrain(Z)
+                context.pretrained[_rows_key(train)] = pre.autoencoder_
 
-    search = GridSearchCV(
-        candidate,
-        grid,
-        cv=splits,
-        refit=False,
-        error_score="raise",
-        n_jobs=n_jobs,
+    n_splits = len(splits)
+    out = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_and_score)(
+            candidate, params, train, test, y_node,
+            keep_router=s == 0, keep_experts=return_experts and s == 0,
+        )
+        for params in candidate_params
+        for s, (train, test) in enumerate(splits)
     )
-    positions = np.arange(n).reshape(-1, 1)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*test scores are non-finite.*")
-        search.fit(positions, y_node)
-    results = search.cv_results_
-    mean = np.asarray(results["mean_test_score"], dtype=float)
-    scores = {_candidate_name(p): m for p, m in zip(results["params"], mean)}
+    context.pretrained.clear()
+    context.row_correct.clear()
+    results = _cv_results(candidate_params, out, n_splits)
+    mean = results["mean_test_score"]
+    scores = {_candidate_name(p): m for p, m in zip(candidate_params, mean)}
 
-    unsplit = next(i for i, p in enumerate(results["params"]) if p["n_clusters"] == 1)
+    def held_out_correct(i):
+        return np.concatenate([out[i * n_splits + s]["correct"] for s in range(n_splits)])
+
+    unsplit = next(i for i, p in enumerate(candidate_params) if p["n_clusters"] == 1)
     best = unsplit
     for i in range(len(mean)):
         if np.isfinite(mean[i]) and mean[i] > mean[best]:
@@ -1078,8 +1146,8 @@ def search_node(
             key=lambda i: mean[i],
         )
         decision = decide_split(
-            _held_out_correct(candidate, results["params"][challenger], splits, y_node),
-            _held_out_correct(candidate, results["params"][unsplit], splits, y_node),
+            held_out_correct(challenger),
+            held_out_correct(unsplit),
             test=split_test,
             alpha=split_alpha,
             min_gain=min_gain,
@@ -1096,15 +1164,12 @@ def search_node(
     experts = None
     labels = np.zeros(n, dtype=np.intp)
     if best != unsplit:
-        chosen = clone(candidate).set_params(**results["params"][best])
-        router, _ = chosen.fit_router(splits[0][0])
+        # The first split's task of the chosen candidate: its router and
+        # experts, as scored.
+        router = out[best * n_splits]["router"]
         labels = router.predict(context.E)
         if return_experts:
-            experts = _chosen_experts(candidate, results["params"][best], splits[0][0])
-    context.pretrained.clear()
-    context.fitted_routers.clear()
-    context.fitted_experts.clear()
-    context.row_correct.clear()
+            experts = out[best * n_splits]["experts"]
     return NodeSearchResult(
         router,
         labels,

@@ -314,8 +314,13 @@ def test_wide_control_matches_the_leaves_parameters():
 
 @pytest.mark.parametrize(
     "name, option",
-    [("dec", "--no-reuse"), ("moe", "--quick"), ("regress", "--large"),
-     ("routers", "--no-clustering")],
+    [
+        ("dec", "--no-reuse"),
+        ("moe", "--quick"),
+        ("regress", "--large"),
+        ("routers", "--no-clustering"),
+        ("parallel", "--repeats"),
+    ],
 )
 def test_subcommand_help_exits_zero(name, option, capsys):
     """``python -m benchmarks.run NAME --help`` reaches that benchmark's parser."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import warnings
 
 import numpy as np
@@ -44,6 +45,12 @@ class DivergenceError(RuntimeError):
     """Raised when training produced a non-finite loss twice in a row."""
 
 
+#: torch's RNG is global to the process: blocks seeded by :func:`torch_seed`
+#: in several threads (joblib's threading backend) take turns, so each
+#: draws the stream of its own seed.
+_SEED_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def torch_seed(seed, device="cpu"):
     """Run a block with torch seeded by ``seed``, restoring the global RNG.
@@ -54,6 +61,9 @@ def torch_seed(seed, device="cpu"):
         Seed for the block.
     device : str or torch.device, default="cpu"
         When a CUDA device, its RNG is forked and seeded too.
+
+    Seeded blocks of other threads wait for this one to end (torch's RNG
+    is shared by the threads of a process).
 
     Examples
     --------
@@ -68,7 +78,7 @@ def torch_seed(seed, device="cpu"):
     devices = []
     if str(device).startswith("cuda") and torch.cuda.is_available():
         devices = [torch.device(device).index or 0]
-    with torch.random.fork_rng(devices=devices):
+    with _SEED_LOCK, torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
 

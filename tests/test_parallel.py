@@ -1,0 +1,180 @@
+"""The per-node search on joblib's backends: threads, loky, Dask and Ray.
+
+Every backend must grow the tree ``n_jobs=1`` grows for the same seed, and a
+backend running the search in other processes must hand back what its workers
+fitted (routers, experts, held-out outcomes), so that the calling process
+trains nothing of the search again.
+
+The Dask and Ray tests are marked ``dask`` and ``ray`` and skipped where
+those packages are missing (``pip install hemoe_sk[parallel]``).
+"""
+
+import numpy as np
+import pytest
+from joblib import parallel_config
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+
+import hemoe_sk.node as node_module
+from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+from hemoe_sk.node import NodeContext, NodeExpertsClassifier, node_splits, search_node
+
+#: A small tree that splits its root (``split_test="none"`` keeps the best
+#: split) with fine-tuned network experts, so that networks travel to the
+#: workers and back. Two K candidates besides K=1.
+PARAMS = dict(
+    clusterer=KMeans(n_init=2),
+    n_clusters_grid=(2, 3),
+    split_test="none",
+    min_cluster_size=20,
+    validation_size=0.2,
+    max_depth=1,
+    max_epochs=2,
+    expert_max_epochs=1,
+    lr=0.01,
+    embedder__hidden_dims=(16,),
+    random_state=0,
+)
+
+
+@pytest.fixture(scope="module")
+def reference(subpopulations):
+    """The tree fitted with ``n_jobs=1``."""
+    X, y = subpopulations
+    clf = HierarchicalEmbeddingMoEClassifier(**PARAMS, n_jobs=1).fit(X, y)
+    assert clf.n_leaves_ > 1, "the parallel tests need a tree that splits"
+    return clf
+
+
+def assert_same_tree(a, b, X):
+    """Same structure, same routing, probabilities within 1e-6."""
+    assert a.tree_.node_count == b.tree_.node_count
+    for na, nb in zip(a.tree_.nodes, b.tree_.nodes):
+        assert na.children == nb.children
+        assert na.n_samples == nb.n_samples
+        assert na.search.get("scores", {}).keys() == nb.search.get("scores", {}).keys()
+        for key, score in na.search.get("scores", {}).items():
+            assert score == pytest.approx(nb.search["scores"][key], abs=1e-12)
+    assert_array_equal(a.apply(X), b.apply(X))
+    assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["threading", "loky"])
+def test_joblib_backends_grow_the_same_tree(backend, reference, subpopulations):
+    X, y = subpopulations
+    with parallel_config(backend=backend, n_jobs=2):
+        clf = HierarchicalEmbeddingMoEClassifier(**PARAMS).fit(X, y)
+    assert_same_tree(reference, clf, X)
+
+
+@pytest.fixture
+def parent_work(monkeypatch):
+    """Count, in this process only, the networks the search trains (by
+    stage) and the k-means fits. Worker processes import their own,
+    unpatched modules."""
+    stages, kmeans_fits = [], []
+    train_net = node_module.train_net
+    kmeans_fit = KMeans.fit
+
+    def counting_train_net(*args, **kwargs):
+        stages.append(kwargs["stage"])
+        return train_net(*args, **kwargs)
+
+    def counting_kmeans_fit(self, *args, **kwargs):
+        kmeans_fits.append(self.n_clusters)
+        return kmeans_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(node_module, "train_net", counting_train_net)
+    monkeypatch.setattr(KMeans, "fit", counting_kmeans_fit)
+    return stages, kmeans_fits
+
+
+def test_the_parent_does_not_refit_what_loky_workers_fitted(
+    parent_work, reference, subpopulations
+):
+    X, y = subpopulations
+    stages, kmeans_fits = parent_work
+    # In one process, the counters see the whole search ...
+    HierarchicalEmbeddingMoEClassifier(**PARAMS, n_jobs=1).fit(X, y)
+    assert any("search" in s for s in stages) and kmeans_fits
+    stages.clear()
+    kmeans_fits.clear()
+    # ... and with loky, none of it: the chosen router and experts (and the
+    # paired test's outcomes) came back from the workers.
+    with parallel_config(backend="loky", n_jobs=2):
+        clf = HierarchicalEmbeddingMoEClassifier(**PARAMS).fit(X, y)
+    assert clf.n_leaves_ > 1
+    assert [s for s in stages if "search" in s] == []
+    assert kmeans_fits == []
+    assert_same_tree(reference, clf, X)
+
+
+def test_search_results_match_grid_search_cv(subpopulations):
+    """``search_node``'s ``cv_results`` has GridSearchCV's keys and values."""
+    X, y = subpopulations
+    rows = np.arange(0, len(X), 2)
+    context = NodeContext(
+        X=X, y=y, rows=rows, E=X[rows], net=None, n_classes=2,
+        expert=LogisticRegression(),
+    )
+    splits = node_splits(y[rows], 0.25, 2, seed=3)
+    result = search_node(
+        context, n_clusters_grid=(2, 3), clusterer=KMeans(n_init=2),
+        min_cluster_size=5, validation_size=None, cv=2, seed=3, splits=splits,
+        split_test="none",
+    )
+    assert not context.pretrained and not context.row_correct  # emptied
+    candidate = NodeExpertsClassifier(
+        clusterer=KMeans(n_init=2), min_cluster_size=3, context=context,
+        random_state=3,
+    )
+    ours = result.cv_results
+    theirs = GridSearchCV(
+        candidate, [{"n_clusters": [1, 2, 3]}], cv=splits, refit=False
+    ).fit(np.arange(len(rows)).reshape(-1, 1), y[rows]).cv_results_
+    assert list(ours) == list(theirs)
+    for key in theirs:
+        if key == "params":
+            assert ours[key] == theirs[key]
+        elif "time" not in key:
+            assert ours[key].dtype == theirs[key].dtype, key
+            assert_array_equal(ours[key], theirs[key], err_msg=key)
+    assert (ours["mean_fit_time"] > 0).all()
+    # split_test="none" keeps the best split candidate, read from the results.
+    splits_only = [i for i, p in enumerate(ours["params"]) if p["n_clusters"] != 1]
+    best = max(splits_only, key=lambda i: ours["mean_test_score"][i])
+    assert result.n_clusters == ours["params"][best]["n_clusters"]
+
+
+@pytest.mark.dask
+def test_dask_grows_the_same_tree(reference, subpopulations):
+    distributed = pytest.importorskip("distributed")
+    X, y = subpopulations
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster),
+        parallel_config(backend="dask", n_jobs=2),
+    ):
+        clf = HierarchicalEmbeddingMoEClassifier(**PARAMS).fit(X, y)
+    assert_same_tree(reference, clf, X)
+
+
+@pytest.mark.ray
+def test_ray_grows_the_same_tree(reference, subpopulations):
+    ray = pytest.importorskip("ray")
+    from ray.util.joblib import register_ray
+
+    X, y = subpopulations
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        register_ray()
+        with parallel_config(backend="ray", n_jobs=2):
+            clf = HierarchicalEmbeddingMoEClassifier(**PARAMS).fit(X, y)
+    finally:
+        ray.shutdown()
+    assert_same_tree(reference, clf, X)
