@@ -51,6 +51,8 @@ __all__ = [
     "NodeExpertsClassifier",
     "SplitDecision",
     "decide_split",
+    "regression_outcomes",
+    "regression_score",
     "search_node",
 ]
 
