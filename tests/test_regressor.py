@@ -404,3 +404,28 @@ def test_scoring_and_weights_survive_save_and_load(tmp_path):
     assert loaded.scoring == "neg_mean_absolute_error"
     np.testing.assert_array_equal(loaded.predict(X_TEST), reg.predict(X_TEST))
     assert loaded.export_text() == reg.export_text()
+
+
+def test_a_skorch_net_without_row_weights_is_refused_when_weighted():
+    from skorch import NeuralNetRegressor
+
+    from hemoe_sk.nn import MLPEmbedder
+
+    net = NeuralNetRegressor(MLPEmbedder, module__n_features=3, module__n_classes=1,
+                             max_epochs=1, train_split=None)
+    reg = HierarchicalEmbeddingMoERegressor(net, max_depth=0)
+    reg.fit(X, Y)  # unweighted: fine
+    with pytest.raises(TypeError, match="per-row weights"):
+        reg.fit(X, Y, sample_weight=np.where(X[:, 0] > 0, 2.0, 1.0))
+
+
+def test_weighted_pair_expert_test_counts_weights():
+    """The cluster-pair expert's held-out test reads weighted real-valued
+    outcomes: its 80 held-out rows weigh 1 or 2."""
+    sw = np.where(X[:, 0] > 0, 2.0, 1.0)
+    reg = tree(pair_expert=True, pair_margin=0.9, split_test="none",
+               n_clusters_grid=(3,), max_epochs=10, expert_max_epochs=5)
+    reg.fit(X, Y, sample_weight=sw)
+    decision = reg.tree_.nodes[0].search["pair"]["decision"]
+    assert 80 < decision.n < 160 and decision.wins + decision.losses <= decision.n
+    assert reg.score(X_TEST, Y_TEST) > 0.5
