@@ -399,6 +399,21 @@ class NetRegressorMixin:
         stores once fit succeeds. Raises a ValueError for fewer than two
         samples or targets that are not numbers, or NaN or inf.
         """
+        return self._validate_weighted_training_data(X, y)[:3]
+
+    def _validate_weighted_training_data(self, X, y, sample_weight=None):
+        """:meth:`_validate_training_data` with row weights.
+
+        Returns ``(X, Y, target_info, weight)``. Rows of weight 0 are dropped
+        first, so that they change nothing, not even a random split; the
+        targets are standardised by the weighted mean and standard deviation
+        of the rows kept (so an integer weight still equals a repeated row).
+        ``weight`` holds the weights of the rows kept, or is ``None`` when
+        they all weigh exactly 1 (no weights given, or weights of 0 and 1
+        only): the fit then equals the unweighted fit on the rows kept.
+        Raises a ValueError for weights of the wrong shape, negative, NaN or
+        infinite, and for fewer than two rows of positive weight.
+        """
         X, y = validate_data(
             self, X, y, dtype=np.float32, multi_output=True, y_numeric=True
         )
@@ -414,11 +429,29 @@ class NetRegressorMixin:
                 f"n_samples = {len(X)}."
             )
         Y = y.astype(np.float64).reshape(len(y), -1)
-        mean = Y.mean(axis=0)
-        scale = Y.std(axis=0)
+        weight = None
+        if sample_weight is not None:
+            weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+            keep = weight > 0
+            if keep.sum() < 2:
+                raise ValueError(
+                    f"{type(self).__name__} needs at least 2 samples of positive "
+                    f"sample_weight; got {int(keep.sum())}."
+                )
+            if not keep.all():
+                X, Y, weight = X[keep], Y[keep], weight[keep]
+            if (weight == 1.0).all():  # weights 0 and 1: exactly the rows kept
+                weight = None
+        mean = np.average(Y, axis=0, weights=weight)
+        scale = (
+            Y.std(axis=0) if weight is None
+            else np.sqrt(np.average((Y - mean) ** 2, axis=0, weights=weight))
+        )
         scale = np.where(scale > 0, scale, 1.0)
         Y = ((Y - mean) / scale).astype(np.float32)
-        return X, Y, (mean, scale, y.ndim)
+        return X, Y, (mean, scale, y.ndim), weight
 
     def _set_target_attributes(self, target_info):
         mean, scale, ndim = target_info

@@ -465,6 +465,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             outside_share=float(self.outside_share),
             search_expert=self.search_expert,
             regression=self._regression,
+            # The regressor's ``scoring``; a classifier's search scores accuracy.
+            scoring=getattr(self, "scoring", "r2"),
             w=weight,
         )
 

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.cluster import KMeans
-from sklearn.metrics import r2_score
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import (
     KFold,
     ParameterGrid,
@@ -47,11 +47,14 @@ from .nn.modules import LinearHead
 from .nn.training import RowSubset, train_net
 
 __all__ = [
+    "REGRESSION_SCORINGS",
     "NodeContext",
     "PairRouter",
     "NodeExpertsClassifier",
     "SplitDecision",
     "decide_split",
+    "regression_outcomes",
+    "regression_score",
     "search_node",
 ]
 
@@ -311,7 +314,10 @@ class NodeContext:
         copy of the context, when the task runs in another process).
     regression : bool
         The tree is a regressor: ``y`` holds real targets, experts predict
-        them, and candidates are scored by R^2.
+        them, and candidates are scored by ``scoring``.
+    scoring : {"r2", "neg_mean_squared_error", "neg_mean_absolute_error"}
+        A regressor's held-out score of every candidate, and its per-row
+        outcome (see :data:`REGRESSION_SCORINGS`). Unused by a classifier.
 
     What the search fits (routers, experts, held-out outcomes) is not kept
     here: every search task returns it (see :func:`search_node`), so it
@@ -338,6 +344,7 @@ class NodeContext:
     pretrained: dict = field(default_factory=dict)
     row_correct: dict = field(default_factory=dict)
     regression: bool = False
+    scoring: str = "r2"
 
     def __deepcopy__(self, memo):
         return self
@@ -427,8 +434,57 @@ def _fit_takes_y(estimator):
     return _fit_takes(estimator, "y")
 
 
-def _squared_errors(pred, y):
-    return (pred - np.asarray(y).reshape(pred.shape)) ** 2
+#: The scorings of a regressor's K search, each with the name its scores
+#: have in ``export_text``. Every one is computed on the standardised
+#: targets (so ``-MSE`` is the mean squared error divided by the target's
+#: variance) and averaged over the targets. The per-row outcome the paired
+#: split test reads is minus the row's squared error (``"r2"`` and
+#: ``"neg_mean_squared_error"``, which rank candidates alike on the same
+#: rows) or minus its absolute error (``"neg_mean_absolute_error"``), summed
+#: over the targets.
+REGRESSION_SCORINGS = {
+    "r2": "R^2",
+    "neg_mean_squared_error": "-MSE",
+    "neg_mean_absolute_error": "-MAE",
+}
+
+
+def regression_outcomes(pred, y, scoring="r2"):
+    """Per row, minus its squared (or, for ``"neg_mean_absolute_error"``,
+    absolute) error summed over the targets: higher is better.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pred, y = np.array([[1.0], [2.0]]), np.array([[0.0], [4.0]])
+    >>> regression_outcomes(pred, y).tolist()
+    [-1.0, -4.0]
+    >>> regression_outcomes(pred, y, "neg_mean_absolute_error").tolist()
+    [-1.0, -2.0]
+    """
+    err = pred - np.asarray(y).reshape(pred.shape)
+    if scoring == "neg_mean_absolute_error":
+        return -np.abs(err).sum(axis=1)
+    return -(err**2).sum(axis=1)
+
+
+def regression_score(y, pred, scoring="r2", sample_weight=None):
+    """The held-out score ``scoring`` names, averaged over the targets.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, pred = np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 4.0])
+    >>> regression_score(y, pred, "neg_mean_absolute_error")
+    -0.6666666666666666
+    """
+    if scoring == "r2":
+        return float(r2_score(y, pred, sample_weight=sample_weight))
+    metric = (
+        mean_absolute_error if scoring == "neg_mean_absolute_error"
+        else mean_squared_error
+    )
+    return -float(metric(y, pred, sample_weight=sample_weight))
 
 
 def _rows_key(positions):
@@ -613,7 +669,8 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
 
     def score(self, P, y, sample_weight=None):
         """Weighted accuracy: sum over clusters of (n_c / N) * acc_c; for
-        regression, R^2 (averaged over the standardised targets).
+        regression, the context's ``scoring`` (:func:`regression_score`:
+        R^2, -MSE or -MAE, averaged over the standardised targets).
 
         With hard routing this equals the accuracy of the routed experts. An
         ineligible candidate scores NaN, which the search ranks last. Rows
@@ -628,9 +685,9 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
             sample_weight = self.context.w[self.context.rows[positions]]
         if self.context.regression:
             pred = self.predict(P)
-            self.context.row_correct[key] = -_squared_errors(pred, y).sum(axis=1)
-            # averaged over the targets
-            return float(r2_score(y, pred, sample_weight=sample_weight))
+            scoring = self.context.scoring
+            self.context.row_correct[key] = regression_outcomes(pred, y, scoring)
+            return regression_score(y, pred, scoring, sample_weight)
         correct = self.predict(P) == np.asarray(y)
         self.context.row_correct[key] = correct
         if sample_weight is None:
@@ -757,6 +814,9 @@ def decide_split(
         rows with probabilities proportional to the weights; McNemar's
         binomial tail is evaluated at the weighted counts through the
         regularised incomplete beta function (exact for integer weights).
+        With real-valued outcomes the gain is the weighted mean difference
+        and ``"auto"``'s standard error uses the weighted standard deviation
+        (both exactly those of the repeated rows for integer weights).
         ``None`` counts every row once.
 
     Returns
@@ -791,20 +851,15 @@ def decide_split(
         )
     if test not in SPLIT_TESTS:
         raise ValueError(f"test must be one of {SPLIT_TESTS}, got {test!r}.")
+    w = None if sample_weight is None else _pair_weights(sample_weight, len(a))
     if len(a) and (a.dtype.kind == "f" or b.dtype.kind == "f"):
-        if sample_weight is not None:
-            raise ValueError(
-                "decide_split takes sample_weight with correct/incorrect outcomes "
-                "only, not with real-valued ones."
-            )
         return _decide_real(a.astype(float), b.astype(float), test, alpha, min_gain,
-                            n_resamples, random_state)
+                            n_resamples, random_state, w)
     a, b = a.astype(bool), b.astype(bool)
-    if sample_weight is not None:
+    if w is not None:
         return _decide_split_weighted(
-            a, b, np.asarray(sample_weight, dtype=float).ravel(), test=test,
-            alpha=alpha, min_gain=min_gain, n_resamples=n_resamples,
-            random_state=random_state,
+            a, b, w, test=test, alpha=alpha, min_gain=min_gain,
+            n_resamples=n_resamples, random_state=random_state,
         )
     n = len(a)
     wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
@@ -833,8 +888,20 @@ def decide_split(
                          wins, losses)
 
 
-def _decide_real(a, b, test, alpha, min_gain, n_resamples, random_state):
-    """:func:`decide_split` for real-valued paired outcomes."""
+def _pair_weights(sample_weight, n):
+    w = np.asarray(sample_weight, dtype=float).ravel()
+    if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(
+            f"sample_weight must hold {n} finite non-negative numbers, one per "
+            "paired outcome."
+        )
+    return w
+
+
+def _decide_real(a, b, test, alpha, min_gain, n_resamples, random_state, w=None):
+    """:func:`decide_split` for real-valued paired outcomes (frequency
+    weights ``w``: the weighted mean gain and standard error, a bootstrap of
+    ``round(sum(w))`` rows drawn with probabilities proportional to ``w``)."""
     if test == "mcnemar":
         raise ValueError(
             "split_test='mcnemar' compares counts of rows classified correctly; "
@@ -843,34 +910,43 @@ def _decide_real(a, b, test, alpha, min_gain, n_resamples, random_state):
         )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("decide_split got NaN or inf held-out outcomes.")
-    n = len(a)
     d = a - b
-    gain = float(d.mean())
+    if w is None:
+        n = len(a)
+        gain, spread = float(d.mean()), float(b.std())
+        wins, losses = int(np.sum(d > 0)), int(np.sum(d < 0))
+    else:
+        n = float(w.sum())
+        if n == 0:
+            return SplitDecision(test == "none", 0.0, None, 0.0, test, 0.0, 0.0, 0.0)
+        gain = float(np.average(d, weights=w))
+        spread = math.sqrt(float(np.average((b - np.average(b, weights=w)) ** 2,
+                                            weights=w)))
+        wins, losses = float(w[d > 0].sum()), float(w[d < 0].sum())
     if min_gain == "auto":
-        margin = float(b.std() / math.sqrt(n)) if test == "margin" else 0.0
+        margin = spread / math.sqrt(n) if test == "margin" else 0.0
     else:
         margin = float(min_gain)
     p_value = None
     if test == "bootstrap":
         rng = np.random.default_rng(random_state)
+        draws = len(d) if w is None else max(1, int(round(n)))
         means = np.empty(n_resamples)
         for start in range(0, n_resamples, 500):  # bounded memory
-            stop = min(start + 500, n_resamples)
-            means[start:stop] = d[rng.integers(0, n, size=(stop - start, n))].mean(1)
+            size = (min(start + 500, n_resamples) - start, draws)
+            picked = (
+                rng.integers(0, len(d), size=size) if w is None
+                else rng.choice(len(d), size=size, p=w / n)
+            )
+            means[start:start + size[0]] = d[picked].mean(1)
         p_value = (1 + np.count_nonzero(means <= 0)) / (n_resamples + 1)
     keep = test == "none" or (gain > margin and (p_value is None or p_value < alpha))
-    return SplitDecision(bool(keep), gain, p_value, margin, test, n,
-                         int(np.sum(d > 0)), int(np.sum(d < 0)))
+    return SplitDecision(bool(keep), gain, p_value, margin, test, n, wins, losses)
 
 
 def _decide_split_weighted(a, b, w, *, test, alpha, min_gain, n_resamples,
                            random_state):
     """:func:`decide_split` with frequency weights ``w`` (see there)."""
-    if w.shape != a.shape or not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError(
-            f"sample_weight must hold {a.shape[0]} finite non-negative numbers, one "
-            "per paired outcome."
-        )
     n = float(w.sum())
     wins, losses = float(w[a & ~b].sum()), float(w[~a & b].sum())
     if n == 0:

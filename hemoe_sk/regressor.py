@@ -9,10 +9,12 @@ says it beats the unsplit node. What changes for regression:
 * the networks are skorch ``NeuralNetRegressor`` s trained with ``MSELoss`` on
   the standardised targets (``y_mean_``, ``y_scale_``), so one learning rate
   fits every target scale;
-* a candidate K is scored by held-out R^2 (averaged over targets), and the
-  split test compares the split's and the unsplit node's per-row squared
-  errors with a paired bootstrap (:func:`hemoe_sk.node.decide_split` on
-  real-valued outcomes);
+* a candidate K is scored by held-out R^2 (averaged over targets; or -MSE,
+  -MAE: ``scoring``), and the split test compares the split's and the
+  unsplit node's per-row squared (or absolute) errors with a paired
+  bootstrap (:func:`hemoe_sk.node.decide_split` on real-valued outcomes);
+* ``sample_weight`` weighs every network's MSE loss, the held-out score and
+  the split test;
 * experts output predictions; soft routing averages the leaves' predictions
   with the path probabilities, hard routing takes the reached leaf's.
 
@@ -23,17 +25,28 @@ learned binary gates.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from sklearn.base import RegressorMixin, _fit_context
-from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .base import NetRegressorMixin, keep_state_on_error
 from .hierarchy import HierarchicalMoEBase
 from .nn.inference import embed
+from .node import REGRESSION_SCORINGS, regression_outcomes, regression_score
 
 __all__ = ["HierarchicalEmbeddingMoERegressor"]
+
+
+def _signature_with(init, name, default):
+    """``init``'s signature with the keyword-only parameter ``name=default``
+    added before its ``**kwargs``."""
+    sig = inspect.signature(init)
+    *named, kwargs = sig.parameters.values()
+    extra = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+    return sig.replace(parameters=[*named, extra, kwargs])
 
 
 class HierarchicalEmbeddingMoERegressor(
@@ -45,10 +58,10 @@ class HierarchicalEmbeddingMoERegressor(
     outputs and a mean squared error loss) on all the data, embeds the data
     with it (output layer cut off), clusters the embeddings, and trains one
     expert per cluster, starting from the pretrained network. The number of
-    clusters K at every node is chosen by held-out R^2 among
+    clusters K at every node is chosen by held-out R^2 (or ``scoring``) among
     ``n_clusters_grid`` and the unsplit node (K=1); a split is kept only when
-    its held-out squared errors beat the unsplit node's (a paired bootstrap
-    by default). Each cluster is then treated the same way, down to
+    its held-out squared (or absolute) errors beat the unsplit node's (a
+    paired bootstrap by default). Each cluster is then treated the same way, down to
     ``max_depth``. Predict routes each sample to a leaf (``routing="hard"``)
     or averages the leaves' predictions with the routing probabilities
     (``routing="soft"``).
@@ -80,16 +93,31 @@ class HierarchicalEmbeddingMoERegressor(
     split_signal : {"embedding"}, default="embedding"
         The other signals of the classifier group classes; a regressor has
         none, so they raise a ValueError.
+    scoring : {"r2", "neg_mean_squared_error", "neg_mean_absolute_error"}, \
+            default="r2"
+        What the K search reads on the held-out rows. It picks the per-row
+        outcome the search and the split test compare (minus the row's
+        squared error for ``"r2"`` and ``"neg_mean_squared_error"``, which
+        rank candidates alike on the same rows; minus its absolute error for
+        ``"neg_mean_absolute_error"``, summed over the targets) and the score
+        shown for each K in ``export_text`` and ``tree_`` (R^2, -MSE or -MAE).
+        All are computed on the standardised targets (an MSE is divided by
+        the target's variance) and averaged over the targets. A scorer
+        callable is not accepted: the paired split test compares the split
+        and the unsplit node row by row, and a scorer returns one number for
+        a whole set of rows, not the per-row outcomes the test needs.
     split_test : {"bootstrap", "margin", "none"}, default="bootstrap"
         ``"bootstrap"``: one-sided paired bootstrap of the per-row differences
-        of squared error on the held-out rows; ``"margin"``: the mean
-        reduction of squared error (in standardised units) must exceed
-        ``min_gain``; ``"none"``: the best eligible split is always kept.
-        ``"mcnemar"`` counts correct classifications and raises a ValueError.
+        of squared (or absolute, see ``scoring``) error on the held-out rows;
+        ``"margin"``: the mean reduction of that error (in standardised
+        units) must exceed ``min_gain``; ``"none"``: the best eligible split
+        is always kept. ``"mcnemar"`` counts correct classifications and
+        raises a ValueError.
     min_gain : "auto" or float, default="auto"
-        Mean reduction of the per-row squared error (standardised targets) a
-        split must exceed; ``"auto"`` is 0 with the bootstrap and one standard
-        error of the unsplit node's mean with ``"margin"``.
+        Mean reduction of the per-row squared (or absolute) error
+        (standardised targets) a split must exceed; ``"auto"`` is 0 with the
+        bootstrap and one standard error of the unsplit node's mean with
+        ``"margin"``.
     routing : {"hard", "soft"}, default="soft"
         The reached leaf's prediction, or the leaves' predictions averaged
         with the product of the routing probabilities along their paths.
@@ -104,7 +132,8 @@ class HierarchicalEmbeddingMoERegressor(
     expert_kl : float, default=0.0
         Must be 0: the KL penalty compares class distributions.
     class_weight : None, default=None
-        Must be ``None``: a regressor has no classes to weigh.
+        Must be ``None``: a regressor has no classes to weigh; weigh rows
+        with ``fit(X, y, sample_weight=...)``.
     refine_epochs : int, default=0
         Must be 0: joint refinement trains the classifier's mixture
         likelihood.
@@ -124,14 +153,16 @@ class HierarchicalEmbeddingMoERegressor(
     n_outputs_ : int
         Number of targets.
     y_mean_, y_scale_ : ndarray of shape (n_outputs,)
-        Mean and standard deviation (1 where 0) of the training targets; the
-        networks predict ``(y - y_mean_) / y_scale_``.
+        Mean and standard deviation (1 where 0) of the training targets,
+        weighted by ``sample_weight``; the networks predict
+        ``(y - y_mean_) / y_scale_``.
     y_ndim_ : int
         1 or 2, the dimension of the ``y`` given to fit (and of predictions).
     embedder_ : skorch NeuralNetRegressor
         The root network (the whole model when ``max_depth=0``).
     tree_ : HierarchyTree
-        The fitted hierarchy; its nodes' ``train_accuracy`` is their R^2.
+        The fitted hierarchy; its nodes' ``train_accuracy`` is their training
+        score under ``scoring`` (weighted by ``sample_weight``).
     n_leaves_, depth_, expert_max_epochs_, max_path_epochs_, refine_loss_
         As in :class:`~hemoe_sk.HierarchicalEmbeddingMoEClassifier`.
 
@@ -155,6 +186,17 @@ class HierarchicalEmbeddingMoERegressor(
     (3,)
     >>> reg.score(X, y) > 0.8
     True
+
+    Rows weigh their ``sample_weight``, and the search can read the absolute
+    error instead:
+
+    >>> reg = HierarchicalEmbeddingMoERegressor(
+    ...     clusterer=KMeans(n_init=3), n_clusters_grid=(2,), max_depth=1,
+    ...     min_cluster_size=30, embedder__hidden_dims=(16,), max_epochs=40,
+    ...     lr=0.01, scoring="neg_mean_absolute_error", random_state=0,
+    ... ).fit(X, y, sample_weight=np.where(X[:, 0] > 0, 2.0, 1.0))
+    >>> "search (held-out weighted -MAE)" in reg.export_text()
+    True
     """
 
     _regression = True
@@ -162,11 +204,20 @@ class HierarchicalEmbeddingMoERegressor(
     _parameter_constraints = {
         **HierarchicalMoEBase._parameter_constraints,
         "expert": [StrOptions({"finetune", "head"}), HasMethods(["fit", "predict"])],
+        "scoring": [StrOptions(set(REGRESSION_SCORINGS))],
     }
+
+    def __init__(self, embedder=None, *, scoring="r2", **params):
+        super().__init__(embedder, **params)
+        self.scoring = scoring
+
+    # scikit-learn reads the parameters from __init__'s signature: the shared
+    # ones (listed once, in HierarchicalMoEBase.__init__) and ``scoring``.
+    __init__.__signature__ = _signature_with(HierarchicalMoEBase.__init__, "scoring", "r2")
 
     @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Grow the tree on ``(X, y)``.
 
         Parameters
@@ -174,13 +225,22 @@ class HierarchicalEmbeddingMoERegressor(
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Real-valued targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of every row. A row weighs that much in every
+            network's MSE loss, in the targets' standardisation, in
+            clusterers whose ``fit`` takes ``sample_weight`` (KMeans), in the
+            held-out score of each K and in the paired split test. Rows of
+            weight 0 are left out before anything else, so they change
+            nothing. See :doc:`/weights`.
 
         Returns
         -------
         self
         """
         module_params = self._module_params()
-        X, Y, target_info = self._validate_training_data(X, y)
+        X, Y, target_info, weight = self._validate_weighted_training_data(
+            X, y, sample_weight
+        )
         not_for_regression = {
             "split_signal": (self.split_signal != "embedding", "groups classes"),
             "split_test": (self.split_test == "mcnemar", "counts correct labels"),
@@ -194,7 +254,7 @@ class HierarchicalEmbeddingMoERegressor(
                     f"{name}={getattr(self, name)!r} {why}: it is for "
                     "HierarchicalEmbeddingMoEClassifier only, not for regression."
                 )
-        self._grow(X, Y, Y.shape[1], module_params)
+        self._grow(X, Y, Y.shape[1], module_params, weight)
         self._set_target_attributes(target_info)
         return self
 
@@ -202,16 +262,19 @@ class HierarchicalEmbeddingMoERegressor(
     def _class_counts(y_rows, n_outputs):
         return np.zeros(0, dtype=np.intp)
 
-    @staticmethod
-    def _row_outcomes(out, Y_rows):
-        """Per row, minus the squared error summed over the targets."""
-        return -((out - Y_rows) ** 2).sum(axis=1)
+    def _row_outcomes(self, out, Y_rows):
+        """Per row, minus its squared (or absolute) error summed over the
+        targets (:func:`~hemoe_sk.node.regression_outcomes`)."""
+        return regression_outcomes(out, Y_rows, self.scoring)
 
-    @staticmethod
-    def _node_score(node, X, Y, rows, weight=None):
-        """R^2 (mean over targets) of a leaf's regressor on its rows."""
+    def _node_score(self, node, X, Y, rows, weight=None):
+        """``scoring`` (mean over targets) of a leaf's regressor on its
+        (weighted) rows."""
         E = embed(node.embedder, X, rows=rows) if node.classifier.needs_embedding else None
-        return float(r2_score(Y[rows], node.classifier.predict_proba(X, rows, E)))
+        return regression_score(
+            Y[rows], node.classifier.predict_proba(X, rows, E), self.scoring,
+            None if weight is None else weight[rows],
+        )
 
     # -- predict -------------------------------------------------------------
     def predict(self, X):
@@ -231,6 +294,9 @@ class HierarchicalEmbeddingMoERegressor(
 
     def export_text(self, decimals=3):
         """Readable tree: per node depth and size, the K search's held-out
-        R^2 and the chosen K, and each leaf's training R^2."""
+        score (R^2, -MSE or -MAE: ``scoring``) and the chosen K, and each
+        leaf's training score."""
         check_is_fitted(self)
-        return self.tree_.export_text(decimals=decimals, score_name="R^2")
+        return self.tree_.export_text(
+            decimals=decimals, score_name=REGRESSION_SCORINGS[self.scoring]
+        )

@@ -141,6 +141,17 @@ EXPECTED_FAILED_CHECKS = {
         ),
         _CLASS_WEIGHT: _SHRUNK_BUDGET,
     },
+    "HierarchicalEmbeddingMoERegressor": {
+        _EQUIVALENCE: (
+            "Dropout (MLPEmbedder's default 0.1) draws one mask per row, so a row "
+            "repeated k times trains under k masks and a weighted row under one "
+            "(the check's 15 to 60 rows are too few to split, so the model is the "
+            "embedder network alone). tests/test_regressor.py runs this check "
+            "with embedder__dropout=0, where it passes; on data large enough to "
+            "split, the tree's random held-out split also puts a repeated row's "
+            "copies on both sides."
+        ),
+    },
     "FineTunedEnsembleClassifier": {
         _EQUIVALENCE: (
             "Dropout (MLPEmbedder's default 0.1) draws one mask per row, so a row "

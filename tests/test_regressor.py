@@ -2,6 +2,7 @@
 MixtureOfExpertsRegressor (scikit-learn's own checks run in test_common.py)."""
 
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -227,3 +228,204 @@ def test_real_valued_split_test():
     assert not decide_split(noise, unsplit, min_gain=0.05).keep
     with pytest.raises(ValueError, match="mcnemar"):
         decide_split(better, unsplit, test="mcnemar")
+
+
+# -- sample_weight (the hierarchical regressor) -----------------------------------
+
+#: Weighting is exactly repeating here: the whole set in one batch, no
+#: dropout, no split of the rows.
+FULL_BATCH_TREE = dict(max_depth=0, batch_size=4096, embedder__dropout=0.0)
+
+
+def test_integer_weights_equal_repeated_rows():
+    sw = np.random.RandomState(0).randint(0, 4, len(Y))  # zeros included
+    weighted = tree(**FULL_BATCH_TREE).fit(X, Y, sample_weight=sw)
+    repeated = tree(**FULL_BATCH_TREE).fit(X.repeat(sw, 0), Y.repeat(sw))
+    unweighted = tree(**FULL_BATCH_TREE).fit(X, Y)
+    np.testing.assert_allclose(weighted.y_mean_, repeated.y_mean_)
+    np.testing.assert_allclose(weighted.y_scale_, repeated.y_scale_)
+    p_w, p_r = weighted.predict(X_TEST), repeated.predict(X_TEST)
+    # float32 nets on targets of scale ~50: agreement to float rounding
+    np.testing.assert_allclose(p_w, p_r, atol=1e-3 * Y.std())
+    # ... and the weights did change the fit.
+    assert np.abs(unweighted.predict(X_TEST) - p_w).max() > 0.1
+
+
+def test_unit_weights_are_the_unweighted_fit_exactly():
+    plain = tree(**FULL_BATCH_TREE).fit(X, Y).predict(X_TEST)
+    ones = tree(**FULL_BATCH_TREE).fit(X, Y, sample_weight=np.ones(len(Y)))
+    np.testing.assert_array_equal(ones.predict(X_TEST), plain)
+
+
+def test_sklearn_weight_equivalence_check_passes_without_dropout():
+    """scikit-learn's own check (expected to fail in test_common.py only
+    because of the default dropout)."""
+    from sklearn.utils.estimator_checks import (
+        check_sample_weight_equivalence_on_dense_data,
+    )
+
+    est = tree(max_epochs=10, embedder__dropout=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # too few rows to split
+        check_sample_weight_equivalence_on_dense_data("tree", est)
+
+
+def test_zero_weight_equals_removed_rows_in_a_split_tree():
+    """Rows of weight 0 are dropped before anything is drawn, so even a split
+    tree (held-out split, K search, KMeans router, refit) is the same."""
+    keep = np.random.RandomState(1).rand(len(Y)) > 0.25
+    params = dict(split_test="none", max_epochs=10, expert_max_epochs=5)
+    weighted = tree(**params).fit(X, Y, sample_weight=keep.astype(float))
+    removed = tree(**params).fit(X[keep], Y[keep])
+    assert weighted.n_leaves_ == removed.n_leaves_ == 2
+    np.testing.assert_array_equal(weighted.predict(X_TEST), removed.predict(X_TEST))
+
+
+def test_weights_reach_the_router_the_search_and_the_split_test():
+    seen = []
+
+    class RecordingKMeans(KMeans):
+        def fit(self, X, y=None, sample_weight=None):
+            seen.append(None if sample_weight is None else np.asarray(sample_weight))
+            return super().fit(X, y, sample_weight=sample_weight)
+
+    params = dict(clusterer=RecordingKMeans(n_init=2), max_epochs=10,
+                  expert_max_epochs=5)
+    plain = tree(**params).fit(X, Y)
+    assert seen and all(s is None for s in seen)
+    seen.clear()
+    doubled = tree(**params).fit(X, Y, sample_weight=np.full(len(Y), 2.0))
+    assert seen and all(s is not None and (s == 2.0).all() for s in seen)
+    d_plain = plain.tree_.nodes[0].search["decision"]
+    d_double = doubled.tree_.nodes[0].search["decision"]
+    # the split test counts weights: every held-out row twice
+    assert d_double.n == 2 * d_plain.n
+    assert d_double.gain == pytest.approx(d_plain.gain, rel=1e-3, abs=1e-5)
+    # a constant weight changes neither the losses' means nor the R^2
+    for k, score in plain.tree_.nodes[0].search["scores"].items():
+        assert doubled.tree_.nodes[0].search["scores"][k] == pytest.approx(score, abs=1e-3)
+
+
+def test_weights_standardise_the_targets():
+    sw = np.where(X[:, 0] > 0, 3.0, 1.0)
+    reg = tree(max_depth=0, max_epochs=2).fit(X, Y, sample_weight=sw)
+    mean = np.average(Y, weights=sw)
+    assert reg.y_mean_[0] == pytest.approx(mean)
+    assert reg.y_scale_[0] == pytest.approx(np.sqrt(np.average((Y - mean) ** 2, weights=sw)))
+
+
+@pytest.mark.parametrize(
+    "sample_weight, match",
+    [
+        (-np.ones(len(Y)), "Negative values in data passed to `sample_weight`"),
+        (np.r_[np.nan, np.ones(len(Y) - 1)], "NaN"),
+        (np.r_[np.inf, np.ones(len(Y) - 1)], "infinity"),
+        (np.ones(len(Y) - 1), "sample_weight.shape"),
+        (np.zeros(len(Y)), "at least one non-zero"),
+        (np.r_[1.0, np.zeros(len(Y) - 1)], "got 1"),
+    ],
+    ids=["negative", "nan", "inf", "length", "all-zero", "one-positive"],
+)
+def test_bad_sample_weight_is_a_clear_value_error(sample_weight, match):
+    with pytest.raises(ValueError, match=match):
+        tree(max_depth=0, max_epochs=1).fit(X, Y, sample_weight=sample_weight)
+
+
+def test_class_weight_is_still_refused():
+    with pytest.raises(ValueError, match="class_weight='balanced' weighs classes"):
+        tree(class_weight="balanced").fit(X, Y, sample_weight=np.ones(len(Y)))
+
+
+def test_weighted_real_valued_split_test_counts_weights_as_rows():
+    rng = np.random.RandomState(0)
+    unsplit = -rng.rand(120)
+    split = unsplit + 0.05 * rng.randn(120) + 0.01
+    w = rng.randint(1, 4, 120)
+    for test in ("bootstrap", "margin"):
+        d = decide_split(split, unsplit, test=test, sample_weight=w)
+        r = decide_split(np.repeat(split, w), np.repeat(unsplit, w), test=test)
+        assert d.n == r.n and d.wins == r.wins and d.losses == r.losses
+        assert d.gain == pytest.approx(r.gain) and d.min_gain == pytest.approx(r.min_gain)
+        if test == "bootstrap":  # resampled differently, same distribution
+            assert d.p_value == pytest.approx(r.p_value, abs=0.03)
+    # weights on the rows the split wins turn a rejected split into a kept one
+    d = split - unsplit
+    lean = decide_split(split - 0.01, unsplit)
+    heavy = decide_split(split - 0.01, unsplit, sample_weight=np.where(d > 0.01, 5.0, 1.0))
+    assert not lean.keep and heavy.keep
+    with pytest.raises(ValueError, match="finite non-negative"):
+        decide_split(split, unsplit, sample_weight=-w)
+
+
+# -- scoring -------------------------------------------------------------------------
+
+
+def test_mse_scoring_ranks_as_r2_and_shows_minus_mse():
+    """R^2 and -MSE read the same per-row outcomes and rank K alike on the
+    same rows: the same tree, with R^2 = 1 - MSE / var(held-out targets)."""
+    params = dict(n_clusters_grid=(2, 3), max_epochs=10, expert_max_epochs=5)
+    r2 = tree(**params).fit(X, Y)
+    mse = tree(scoring="neg_mean_squared_error", **params).fit(X, Y)
+    np.testing.assert_array_equal(r2.predict(X_TEST), mse.predict(X_TEST))
+    s_r2, s_mse = (m.tree_.nodes[0].search["scores"] for m in (r2, mse))
+    assert set(s_r2) == set(s_mse) == {"K=1", "K=2", "K=3"}
+    variance = [-s_mse[k] / (1 - s_r2[k]) for k in s_r2]
+    np.testing.assert_allclose(variance, variance[0], rtol=1e-6)
+    assert "search (held-out weighted -MSE)" in mse.export_text()
+    assert r2.tree_.nodes[0].search["decision"].gain == pytest.approx(
+        mse.tree_.nodes[0].search["decision"].gain
+    )
+
+
+def test_mae_scoring_reads_absolute_errors():
+    reg = tree(scoring="neg_mean_absolute_error", max_epochs=10,
+               expert_max_epochs=5).fit(X, Y)
+    scores = reg.tree_.nodes[0].search["scores"]
+    assert all(s < 0 for s in scores.values())
+    text = reg.export_text()
+    assert "-MAE" in text and "R^2" not in text
+    out, target = np.array([[0.5], [-1.0]]), np.array([[0.0], [1.0]])
+    np.testing.assert_array_equal(reg._row_outcomes(out, target), [-0.5, -2.0])
+    for leaf in reg.tree_.leaves:
+        assert reg.tree_.nodes[leaf].train_accuracy < 0
+    assert reg.score(X_TEST, Y_TEST) > 0.5
+
+
+@pytest.mark.parametrize("scoring", ["accuracy", "neg_root_mean_squared_error", len])
+def test_other_scorings_are_refused(scoring):
+    with pytest.raises(ValueError, match="'scoring' parameter .* must be a str among"):
+        tree(scoring=scoring).fit(X, Y)
+
+
+def test_scoring_and_weights_survive_save_and_load(tmp_path):
+    reg = tree(scoring="neg_mean_absolute_error", split_test="none", max_epochs=5,
+               expert_max_epochs=2).fit(X, Y, sample_weight=np.where(X[:, 0] > 0, 2.0, 1.0))
+    loaded = hemoe_sk.load(hemoe_sk.save(reg, tmp_path / "w.hemoe"))
+    assert loaded.scoring == "neg_mean_absolute_error"
+    np.testing.assert_array_equal(loaded.predict(X_TEST), reg.predict(X_TEST))
+    assert loaded.export_text() == reg.export_text()
+
+
+def test_a_skorch_net_without_row_weights_is_refused_when_weighted():
+    from skorch import NeuralNetRegressor
+
+    from hemoe_sk.nn import MLPEmbedder
+
+    net = NeuralNetRegressor(MLPEmbedder, module__n_features=3, module__n_classes=1,
+                             max_epochs=1, train_split=None)
+    reg = HierarchicalEmbeddingMoERegressor(net, max_depth=0)
+    reg.fit(X, Y)  # unweighted: fine
+    with pytest.raises(TypeError, match="per-row weights"):
+        reg.fit(X, Y, sample_weight=np.where(X[:, 0] > 0, 2.0, 1.0))
+
+
+def test_weighted_pair_expert_test_counts_weights():
+    """The cluster-pair expert's held-out test reads weighted real-valued
+    outcomes: its 80 held-out rows weigh 1 or 2."""
+    sw = np.where(X[:, 0] > 0, 2.0, 1.0)
+    reg = tree(pair_expert=True, pair_margin=0.9, split_test="none",
+               n_clusters_grid=(3,), max_epochs=10, expert_max_epochs=5)
+    reg.fit(X, Y, sample_weight=sw)
+    decision = reg.tree_.nodes[0].search["pair"]["decision"]
+    assert 80 < decision.n < 160 and decision.wins + decision.losses <= decision.n
+    assert reg.score(X_TEST, Y_TEST) > 0.5
