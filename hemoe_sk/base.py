@@ -371,6 +371,15 @@ class NetClassifierMixin:
         return self.classes_.take(proba.argmax(axis=1))
 
 
+def _standardise(Y, ndim, weight=None):
+    """``(Y standardised as float32, (mean, scale, ndim))``, weighted by
+    ``weight`` when given (the scale is 1 where a target is constant)."""
+    mean = np.average(Y, axis=0, weights=weight)
+    scale = np.sqrt(np.average((Y - mean) ** 2, axis=0, weights=weight))
+    scale = np.where(scale > 0, scale, 1.0)
+    return ((Y - mean) / scale).astype(np.float32), (mean, scale, ndim)
+
+
 class NetRegressorMixin:
     """Regression on top of :class:`BaseNetEstimator`.
 
@@ -399,6 +408,11 @@ class NetRegressorMixin:
         stores once fit succeeds. Raises a ValueError for fewer than two
         samples or targets that are not numbers, or NaN or inf.
         """
+        X, Y, ndim = self._validated_targets(X, y)
+        return (X, *_standardise(Y, ndim))
+
+    def _validated_targets(self, X, y):
+        """Validated ``(X, Y as float64 (n_samples, n_outputs), y.ndim)``."""
         X, y = validate_data(
             self, X, y, dtype=np.float32, multi_output=True, y_numeric=True
         )
@@ -413,12 +427,33 @@ class NetRegressorMixin:
                 f"{type(self).__name__} needs at least 2 samples; got "
                 f"n_samples = {len(X)}."
             )
-        Y = y.astype(np.float64).reshape(len(y), -1)
-        mean = Y.mean(axis=0)
-        scale = Y.std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
-        Y = ((Y - mean) / scale).astype(np.float32)
-        return X, Y, (mean, scale, y.ndim)
+        return X, y.astype(np.float64).reshape(len(y), -1), y.ndim
+
+    def _validate_weighted_training_data(self, X, y, sample_weight=None):
+        """:meth:`_validate_training_data` with ``sample_weight``.
+
+        Returns ``(X, Y, target_info, weight)``, the regression counterpart
+        of :meth:`NetClassifierMixin._validate_weighted_training_data`: rows
+        of weight 0 are dropped from ``X`` and ``Y``; the targets are
+        standardised with the weighted mean and standard deviation of the
+        rows kept (those of the repeated rows, for integer weights);
+        ``weight`` holds the weights of the rows kept, or is ``None`` when
+        they are all exactly 1 (the unweighted code path). Raises a
+        ValueError for weights of the wrong shape, negative, NaN or
+        infinite, or all zero.
+        """
+        if sample_weight is None:
+            return (*self._validate_training_data(X, y), None)
+        X, Y, ndim = self._validated_targets(X, y)
+        weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        keep = weight > 0  # not all False: _check_sample_weight refuses that
+        if not keep.all():
+            X, Y, weight = X[keep], Y[keep], weight[keep]
+        if (weight == 1.0).all():  # weights 0 and 1: exactly the rows kept
+            weight = None
+        return (X, *_standardise(Y, ndim, weight), weight)
 
     def _set_target_attributes(self, target_info):
         mean, scale, ndim = target_info

@@ -65,11 +65,46 @@ FLAT_MOE_CONSTRAINTS = {
 class FlatMoEMixin:
     """What the flat mixture-of-experts classifier and regressor share.
 
-    :meth:`_fit_net` checks the layer sizes and ``k``, builds the skorch net
-    around the torch module, trains it and keeps it as ``net_`` with the
-    experts' mean gate weights as ``expert_usage_``; :meth:`gate_weights`
-    reads the gate.
+    ``__init__`` stores the parameters both have (it is the regressor's;
+    the classifier's adds its own and calls it). :meth:`_fit_net` checks the
+    layer sizes and ``k``, builds the skorch net around the torch module,
+    trains it (weighted when given row weights) and keeps it as ``net_``
+    with the experts' mean gate weights as ``expert_usage_``;
+    :meth:`gate_weights` reads the gate.
     """
+
+    def __init__(
+        self,
+        n_experts=4,
+        *,
+        expert_hidden=(64,),
+        gate_hidden=(32,),
+        gating="soft",
+        k=2,
+        loss="mixture_nll",
+        balance_weight=0.1,
+        max_epochs=40,
+        lr=3e-3,
+        batch_size=64,
+        optimizer=torch.optim.Adam,
+        device="cpu",
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_experts = n_experts
+        self.expert_hidden = expert_hidden
+        self.gate_hidden = gate_hidden
+        self.gating = gating
+        self.k = k
+        self.loss = loss
+        self.balance_weight = balance_weight
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
 
     def _fit_net(self, X, y, make_net, module, n_outputs, weight=None,
                  **module_params):
@@ -259,24 +294,26 @@ class MixtureOfExpertsClassifier(
         random_state=None,
         verbose=0,
     ):
-        self.n_experts = n_experts
-        self.expert_hidden = expert_hidden
-        self.gate_hidden = gate_hidden
-        self.gating = gating
-        self.k = k
-        self.loss = loss
-        self.balance_weight = balance_weight
+        super().__init__(
+            n_experts,
+            expert_hidden=expert_hidden,
+            gate_hidden=gate_hidden,
+            gating=gating,
+            k=k,
+            loss=loss,
+            balance_weight=balance_weight,
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
         self.assignment_weight = assignment_weight
         self.diversity_weight = diversity_weight
         self.l2_weight = l2_weight
         self.class_weight = class_weight
-        self.max_epochs = max_epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
 
     # -- fitting ----------------------------------------------------------
     @keep_state_on_error

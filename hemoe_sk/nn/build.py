@@ -105,18 +105,23 @@ class HemoeNeuralNetClassifier(_HemoeLossMixin, NeuralNetClassifier):
 class HemoeNeuralNetRegressor(_HemoeLossMixin, NeuralNetRegressor):
     """skorch regressor with per-row weights and a module's auxiliary loss.
 
-    A module may also replace the criterion during unweighted training with its own
-    ``regression_loss(y_pred, y_true)`` (the flat MoE's mixture likelihood,
-    which needs every expert's output, not only the gated mean that
-    ``forward`` returns and ``predict`` reads).
+    A module may also replace the criterion during training with its own
+    ``regression_loss(y_pred, y_true, weight)`` (the flat MoE's mixture
+    likelihood, which needs every expert's output, not only the gated mean
+    that ``forward`` returns and ``predict`` reads); ``weight`` is the
+    batch's row weights, or ``None`` for unweighted data.
     """
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         own = getattr(self.module_, "regression_loss", None)
-        if not (training and callable(own)) or isinstance(y_true, (list, tuple)):
+        if not (training and callable(own)):
             return super().get_loss(y_pred, y_true, X=X, training=training)
+        weight = None
+        if isinstance(y_true, (list, tuple)):
+            y_true, weight = y_true
+            weight = to_tensor(weight, device=self.device)
         y_true = to_tensor(y_true, device=self.device)
-        loss = own(y_pred, y_true)
+        loss = own(y_pred, y_true, weight)
         aux = getattr(self.module_, "auxiliary_loss", None)
         return loss + aux(y_true) if callable(aux) else loss
 
