@@ -60,6 +60,21 @@ X : array-like of shape (n_samples, n_features)
     New data (no labels needed), with the features seen in :meth:`fit`.
 """)
 
+_section("X_samples", """
+Parameters
+----------
+X : array-like of shape (n_samples, n_features)
+    Samples.
+""")
+
+_section("X_training", """
+Parameters
+----------
+X : array-like of shape (n_samples, n_features)
+    Training data.
+""")
+
+
 
 # hemoe_sk.inspection ----------------------------------------------------
 

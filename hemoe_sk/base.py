@@ -45,6 +45,7 @@ from sklearn.utils.validation import (
 )
 from skorch import NeuralNet
 
+from ._docstrings import fill_doc
 from .nn.training import MAX_SEED, RowSubset, resolve_device, seed_source, train_net
 
 __all__ = [
@@ -209,6 +210,7 @@ class BaseNetEstimator(BaseEstimator):
         return validate_data(self, X, reset=False, dtype=np.float32)
 
 
+@fill_doc
 class NetClassifierMixin:
     """Classification on top of :class:`BaseNetEstimator`.
 
@@ -340,10 +342,7 @@ class NetClassifierMixin:
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
+        %(X_samples)s
 
         Returns
         -------
@@ -357,10 +356,7 @@ class NetClassifierMixin:
     def predict(self, X):
         """Most probable class of each sample.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
+        %(X_samples)s
 
         Returns
         -------

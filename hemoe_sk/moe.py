@@ -34,6 +34,7 @@ import torch
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._docstrings import fill_doc
 from .base import (
     CLASS_WEIGHT_CONSTRAINT,
     BaseNetEstimator,
@@ -62,6 +63,7 @@ FLAT_MOE_CONSTRAINTS = {
 }
 
 
+@fill_doc
 class FlatMoEMixin:
     """What the flat mixture-of-experts classifier and regressor share.
 
@@ -146,10 +148,7 @@ class FlatMoEMixin:
     def gate_weights(self, X):
         """Gate weight of every expert for every sample (eval mode, no noise).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
+        %(X_samples)s
 
         Returns
         -------
@@ -160,6 +159,7 @@ class FlatMoEMixin:
         return self._gates(self._validate_X(X))
 
 
+@fill_doc
 class MixtureOfExpertsClassifier(
     ClassifierMixin, FlatMoEMixin, NetClassifierMixin, BaseNetEstimator
 ):
@@ -321,10 +321,7 @@ class MixtureOfExpertsClassifier(
     def fit(self, X, y, sample_weight=None):
         """Train the experts and the gate jointly.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
+        %(X_training)s
         y : array-like of shape (n_samples,)
             Class labels (any type ``np.unique`` can sort).
         sample_weight : array-like of shape (n_samples,), default=None
@@ -361,10 +358,7 @@ class MixtureOfExpertsClassifier(
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
+        %(X_samples)s
 
         Returns
         -------

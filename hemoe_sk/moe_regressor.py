@@ -12,6 +12,7 @@ from __future__ import annotations
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 
+from ._docstrings import fill_doc
 from .base import BaseNetEstimator, NetRegressorMixin, keep_state_on_error
 from .moe import FLAT_MOE_CONSTRAINTS, FlatMoEMixin
 from .nn.build import make_regressor_net
@@ -21,6 +22,7 @@ from .nn.moe import REGRESSION_LOSSES, MixtureOfExpertsRegressionModule
 __all__ = ["MixtureOfExpertsRegressor"]
 
 
+@fill_doc
 class MixtureOfExpertsRegressor(
     RegressorMixin, FlatMoEMixin, NetRegressorMixin, BaseNetEstimator
 ):
@@ -106,10 +108,7 @@ class MixtureOfExpertsRegressor(
     def fit(self, X, y, sample_weight=None):
         """Train the experts and the gate jointly.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
+        %(X_training)s
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Real-valued targets.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -141,9 +140,7 @@ class MixtureOfExpertsRegressor(
     def predict(self, X):
         """Gate-weighted mean of the experts' predictions.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
+        %(X_samples)s
 
         Returns
         -------
