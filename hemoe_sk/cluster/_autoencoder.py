@@ -25,11 +25,11 @@ from torch import nn
 
 from .._docstrings import fill_doc
 from ..base import check_layer_sizes, keep_state_on_error
+from ..nn.build import house_net
 from ..nn.inference import EVAL_BATCH_SIZE, batched
 from ..nn.modules import AutoEncoder
 from ..nn.training import (
     MAX_SEED,
-    FiniteLossGuard,
     resolve_device,
     seed_source,
     train_net,
@@ -235,25 +235,23 @@ class AutoencoderClustererMixin(
         return int(self.embedding_dim)
 
     def _build_autoencoder(self, n_features, device):
-        callbacks = [("finite_loss", FiniteLossGuard())]
+        callbacks = []
         if self.verbose:
             callbacks.append(("progress", _EpochProgress(self._progress_desc)))
-        return NeuralNetRegressor(
+        return house_net(
+            NeuralNetRegressor,
             AutoEncoder,
-            module__n_features=int(n_features),
-            module__hidden_dims=check_layer_sizes(self.hidden_dims, "hidden_dims"),
-            module__embedding_dim=self._embedding_dim(n_features),
             criterion=nn.MSELoss,
             optimizer=torch.optim.Adam,
             lr=self.lr,
             max_epochs=self.pretrain_epochs,
             batch_size=self.batch_size,
-            train_split=None,
-            iterator_train=_ArrayBatches,
-            iterator_train__shuffle=True,
-            callbacks=callbacks,
             device=device,
-            verbose=0,
+            callbacks=callbacks,
+            module__n_features=int(n_features),
+            module__hidden_dims=check_layer_sizes(self.hidden_dims, "hidden_dims"),
+            module__embedding_dim=self._embedding_dim(n_features),
+            iterator_train=_ArrayBatches,
         )
 
     def _pretrain(self, X, seed, device):
