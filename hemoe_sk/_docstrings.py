@@ -76,6 +76,18 @@ X : array-like of shape (n_samples, n_features)
 
 
 
+# hemoe_sk.nn ------------------------------------------------------------
+
+_section("image_module_inputs", """
+n_features : int
+    Number of input features; must equal ``prod(image_shape)``.
+n_classes : int
+    Number of output logits.
+image_shape : tuple of int, default=(1, 8, 8)
+    ``(channels, height, width)`` of one image.
+""")
+
+
 # hemoe_sk.inspection ----------------------------------------------------
 
 _section("fitted_tree_example", """
