@@ -60,6 +60,33 @@ X : array-like of shape (n_samples, n_features)
     New data (no labels needed), with the features seen in :meth:`fit`.
 """)
 
+_section("X_samples", """
+Parameters
+----------
+X : array-like of shape (n_samples, n_features)
+    Samples.
+""")
+
+_section("X_training", """
+Parameters
+----------
+X : array-like of shape (n_samples, n_features)
+    Training data.
+""")
+
+
+
+# hemoe_sk.nn ------------------------------------------------------------
+
+_section("image_module_inputs", """
+n_features : int
+    Number of input features; must equal ``prod(image_shape)``.
+n_classes : int
+    Number of output logits.
+image_shape : tuple of int, default=(1, 8, 8)
+    ``(channels, height, width)`` of one image.
+""")
+
 
 # hemoe_sk.inspection ----------------------------------------------------
 

@@ -45,6 +45,7 @@ from sklearn.utils.validation import (
 )
 from skorch import NeuralNet
 
+from ._docstrings import fill_doc
 from .nn.training import MAX_SEED, RowSubset, resolve_device, seed_source, train_net
 
 __all__ = [
@@ -209,6 +210,7 @@ class BaseNetEstimator(BaseEstimator):
         return validate_data(self, X, reset=False, dtype=np.float32)
 
 
+@fill_doc
 class NetClassifierMixin:
     """Classification on top of :class:`BaseNetEstimator`.
 
@@ -340,10 +342,7 @@ class NetClassifierMixin:
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
+        %(X_samples)s
 
         Returns
         -------
@@ -357,10 +356,7 @@ class NetClassifierMixin:
     def predict(self, X):
         """Most probable class of each sample.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
+        %(X_samples)s
 
         Returns
         -------
@@ -369,6 +365,15 @@ class NetClassifierMixin:
         """
         proba = self.predict_proba(X)  # checks first that the model is fitted
         return self.classes_.take(proba.argmax(axis=1))
+
+
+def _standardise(Y, ndim, weight=None):
+    """``(Y standardised as float32, (mean, scale, ndim))``, weighted by
+    ``weight`` when given (the scale is 1 where a target is constant)."""
+    mean = np.average(Y, axis=0, weights=weight)
+    scale = np.sqrt(np.average((Y - mean) ** 2, axis=0, weights=weight))
+    scale = np.where(scale > 0, scale, 1.0)
+    return ((Y - mean) / scale).astype(np.float32), (mean, scale, ndim)
 
 
 class NetRegressorMixin:
@@ -399,21 +404,11 @@ class NetRegressorMixin:
         stores once fit succeeds. Raises a ValueError for fewer than two
         samples or targets that are not numbers, or NaN or inf.
         """
-        return self._validate_weighted_training_data(X, y)[:3]
+        X, Y, ndim = self._validated_targets(X, y)
+        return (X, *_standardise(Y, ndim))
 
-    def _validate_weighted_training_data(self, X, y, sample_weight=None):
-        """:meth:`_validate_training_data` with row weights.
-
-        Returns ``(X, Y, target_info, weight)``. Rows of weight 0 are dropped
-        first, so that they change nothing, not even a random split; the
-        targets are standardised by the weighted mean and standard deviation
-        of the rows kept (so an integer weight still equals a repeated row).
-        ``weight`` holds the weights of the rows kept, or is ``None`` when
-        they all weigh exactly 1 (no weights given, or weights of 0 and 1
-        only): the fit then equals the unweighted fit on the rows kept.
-        Raises a ValueError for weights of the wrong shape, negative, NaN or
-        infinite, and for fewer than two rows of positive weight.
-        """
+    def _validated_targets(self, X, y):
+        """Validated ``(X, Y as float64 (n_samples, n_outputs), y.ndim)``."""
         X, y = validate_data(
             self, X, y, dtype=np.float32, multi_output=True, y_numeric=True
         )
@@ -428,30 +423,38 @@ class NetRegressorMixin:
                 f"{type(self).__name__} needs at least 2 samples; got "
                 f"n_samples = {len(X)}."
             )
-        Y = y.astype(np.float64).reshape(len(y), -1)
-        weight = None
-        if sample_weight is not None:
-            weight = _check_sample_weight(
-                sample_weight, X, dtype=np.float64, ensure_non_negative=True
-            )
-            keep = weight > 0
-            if keep.sum() < 2:
-                raise ValueError(
-                    f"{type(self).__name__} needs at least 2 samples of positive "
-                    f"sample_weight; got {int(keep.sum())}."
-                )
-            if not keep.all():
-                X, Y, weight = X[keep], Y[keep], weight[keep]
-            if (weight == 1.0).all():  # weights 0 and 1: exactly the rows kept
-                weight = None
-        mean = np.average(Y, axis=0, weights=weight)
-        scale = (
-            Y.std(axis=0) if weight is None
-            else np.sqrt(np.average((Y - mean) ** 2, axis=0, weights=weight))
+        return X, y.astype(np.float64).reshape(len(y), -1), y.ndim
+
+    def _validate_weighted_training_data(self, X, y, sample_weight=None):
+        """:meth:`_validate_training_data` with ``sample_weight``.
+
+        Returns ``(X, Y, target_info, weight)``, the regression counterpart
+        of :meth:`NetClassifierMixin._validate_weighted_training_data`: rows
+        of weight 0 are dropped from ``X`` and ``Y``; the targets are
+        standardised with the weighted mean and standard deviation of the
+        rows kept (those of the repeated rows, for integer weights);
+        ``weight`` holds the weights of the rows kept, or is ``None`` when
+        they are all exactly 1 (the unweighted code path). Raises a
+        ValueError for weights of the wrong shape, negative, NaN or
+        infinite, or fewer than two rows of positive weight.
+        """
+        if sample_weight is None:
+            return (*self._validate_training_data(X, y), None)
+        X, Y, ndim = self._validated_targets(X, y)
+        weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
-        scale = np.where(scale > 0, scale, 1.0)
-        Y = ((Y - mean) / scale).astype(np.float32)
-        return X, Y, (mean, scale, y.ndim), weight
+        keep = weight > 0
+        if keep.sum() < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 samples of positive "
+                f"sample_weight; got {int(keep.sum())}."
+            )
+        if not keep.all():
+            X, Y, weight = X[keep], Y[keep], weight[keep]
+        if (weight == 1.0).all():  # weights 0 and 1: exactly the rows kept
+            weight = None
+        return (X, *_standardise(Y, ndim, weight), weight)
 
     def _set_target_attributes(self, target_info):
         mean, scale, ndim = target_info

@@ -30,6 +30,7 @@ import torch
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 
+from ._docstrings import fill_doc
 from .base import (
     CLASS_WEIGHT_CONSTRAINT,
     EMBEDDER_CONSTRAINT,
@@ -43,6 +44,7 @@ from .nn.inference import predict_proba
 __all__ = ["FineTunedEnsembleClassifier"]
 
 
+@fill_doc
 class FineTunedEnsembleClassifier(
     EmbedderParamsMixin, ClassifierMixin, NetClassifierMixin, BaseNetEstimator
 ):
@@ -255,9 +257,7 @@ class FineTunedEnsembleClassifier(
     def predict_proba(self, X):
         """Average of the fine-tuned copies' class probabilities.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
+        %(X_samples)s
 
         Returns
         -------

@@ -10,6 +10,7 @@ from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._docstrings import fill_doc
 from .base import NetClassifierMixin, keep_state_on_error
 from .hierarchy import SPLIT_SIGNALS, HierarchicalMoEBase
 from .nn.inference import embed
@@ -17,6 +18,7 @@ from .nn.inference import embed
 __all__ = ["SPLIT_SIGNALS", "HierarchicalEmbeddingMoEClassifier"]
 
 
+@fill_doc
 class HierarchicalEmbeddingMoEClassifier(
     ClassifierMixin, NetClassifierMixin, HierarchicalMoEBase
 ):
@@ -337,9 +339,7 @@ class HierarchicalEmbeddingMoEClassifier(
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
+        %(X_samples)s
 
         Returns
         -------

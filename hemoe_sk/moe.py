@@ -34,6 +34,7 @@ import torch
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._docstrings import fill_doc
 from .base import (
     CLASS_WEIGHT_CONSTRAINT,
     BaseNetEstimator,
@@ -62,14 +63,50 @@ FLAT_MOE_CONSTRAINTS = {
 }
 
 
+@fill_doc
 class FlatMoEMixin:
     """What the flat mixture-of-experts classifier and regressor share.
 
-    :meth:`_fit_net` checks the layer sizes and ``k``, builds the skorch net
-    around the torch module, trains it and keeps it as ``net_`` with the
-    experts' mean gate weights as ``expert_usage_``; :meth:`gate_weights`
-    reads the gate.
+    ``__init__`` stores the parameters both have (it is the regressor's;
+    the classifier's adds its own and calls it). :meth:`_fit_net` checks the
+    layer sizes and ``k``, builds the skorch net around the torch module,
+    trains it (weighted when given row weights) and keeps it as ``net_``
+    with the experts' mean gate weights as ``expert_usage_``;
+    :meth:`gate_weights` reads the gate.
     """
+
+    def __init__(
+        self,
+        n_experts=4,
+        *,
+        expert_hidden=(64,),
+        gate_hidden=(32,),
+        gating="soft",
+        k=2,
+        loss="mixture_nll",
+        balance_weight=0.1,
+        max_epochs=40,
+        lr=3e-3,
+        batch_size=64,
+        optimizer=torch.optim.Adam,
+        device="cpu",
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_experts = n_experts
+        self.expert_hidden = expert_hidden
+        self.gate_hidden = gate_hidden
+        self.gating = gating
+        self.k = k
+        self.loss = loss
+        self.balance_weight = balance_weight
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
 
     def _fit_net(self, X, y, make_net, module, n_outputs, weight=None,
                  **module_params):
@@ -111,10 +148,7 @@ class FlatMoEMixin:
     def gate_weights(self, X):
         """Gate weight of every expert for every sample (eval mode, no noise).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
+        %(X_samples)s
 
         Returns
         -------
@@ -125,6 +159,7 @@ class FlatMoEMixin:
         return self._gates(self._validate_X(X))
 
 
+@fill_doc
 class MixtureOfExpertsClassifier(
     ClassifierMixin, FlatMoEMixin, NetClassifierMixin, BaseNetEstimator
 ):
@@ -259,24 +294,26 @@ class MixtureOfExpertsClassifier(
         random_state=None,
         verbose=0,
     ):
-        self.n_experts = n_experts
-        self.expert_hidden = expert_hidden
-        self.gate_hidden = gate_hidden
-        self.gating = gating
-        self.k = k
-        self.loss = loss
-        self.balance_weight = balance_weight
+        super().__init__(
+            n_experts,
+            expert_hidden=expert_hidden,
+            gate_hidden=gate_hidden,
+            gating=gating,
+            k=k,
+            loss=loss,
+            balance_weight=balance_weight,
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
         self.assignment_weight = assignment_weight
         self.diversity_weight = diversity_weight
         self.l2_weight = l2_weight
         self.class_weight = class_weight
-        self.max_epochs = max_epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
 
     # -- fitting ----------------------------------------------------------
     @keep_state_on_error
@@ -284,10 +321,7 @@ class MixtureOfExpertsClassifier(
     def fit(self, X, y, sample_weight=None):
         """Train the experts and the gate jointly.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
+        %(X_training)s
         y : array-like of shape (n_samples,)
             Class labels (any type ``np.unique`` can sort).
         sample_weight : array-like of shape (n_samples,), default=None
@@ -324,10 +358,7 @@ class MixtureOfExpertsClassifier(
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
+        %(X_samples)s
 
         Returns
         -------

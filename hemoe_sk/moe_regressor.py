@@ -9,10 +9,10 @@ the experts' predictions.
 
 from __future__ import annotations
 
-import torch
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 
+from ._docstrings import fill_doc
 from .base import BaseNetEstimator, NetRegressorMixin, keep_state_on_error
 from .moe import FLAT_MOE_CONSTRAINTS, FlatMoEMixin
 from .nn.build import make_regressor_net
@@ -22,6 +22,7 @@ from .nn.moe import REGRESSION_LOSSES, MixtureOfExpertsRegressionModule
 __all__ = ["MixtureOfExpertsRegressor"]
 
 
+@fill_doc
 class MixtureOfExpertsRegressor(
     RegressorMixin, FlatMoEMixin, NetRegressorMixin, BaseNetEstimator
 ):
@@ -102,50 +103,19 @@ class MixtureOfExpertsRegressor(
         "loss": [StrOptions(set(REGRESSION_LOSSES))],
     }
 
-    def __init__(
-        self,
-        n_experts=4,
-        *,
-        expert_hidden=(64,),
-        gate_hidden=(32,),
-        gating="soft",
-        k=2,
-        loss="mixture_nll",
-        balance_weight=0.1,
-        max_epochs=40,
-        lr=3e-3,
-        batch_size=64,
-        optimizer=torch.optim.Adam,
-        device="cpu",
-        random_state=None,
-        verbose=0,
-    ):
-        self.n_experts = n_experts
-        self.expert_hidden = expert_hidden
-        self.gate_hidden = gate_hidden
-        self.gating = gating
-        self.k = k
-        self.loss = loss
-        self.balance_weight = balance_weight
-        self.max_epochs = max_epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-
     @keep_state_on_error
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the experts and the gate jointly.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
+        %(X_training)s
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Real-valued targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row in the loss, and in the mean and
+            scale the targets are standardised with; rows of weight 0 are
+            left out. The top-k balancing terms are not weighted. See
+            :doc:`/weights`.
 
         Returns
         -------
@@ -157,10 +127,12 @@ class MixtureOfExpertsRegressor(
                 "gating='guided' assigns classes to experts, so it is for "
                 "MixtureOfExpertsClassifier only; use 'soft' or 'topk'."
             )
-        X, Y, target_info = self._validate_training_data(X, y)
+        X, Y, target_info, weight = self._validate_weighted_training_data(
+            X, y, sample_weight
+        )
         self._fit_net(
             X, Y, make_regressor_net, MixtureOfExpertsRegressionModule,
-            {"n_outputs": Y.shape[1]},
+            {"n_outputs": Y.shape[1]}, weight=weight,
         )
         self._set_target_attributes(target_info)
         return self
@@ -168,9 +140,7 @@ class MixtureOfExpertsRegressor(
     def predict(self, X):
         """Gate-weighted mean of the experts' predictions.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
+        %(X_samples)s
 
         Returns
         -------

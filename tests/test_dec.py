@@ -20,6 +20,7 @@ from sklearn.preprocessing import MinMaxScaler
 from hemoe_sk.cluster import DECClusterer, _autoencoder
 from hemoe_sk.cluster import dec as dec_module
 from hemoe_sk.cluster._autoencoder import _ArrayBatches
+from hemoe_sk.nn.training import torch_seed
 
 
 def tiny(**params):
@@ -419,7 +420,7 @@ def test_array_batches_cover_every_row_once():
     X = np.arange(20, dtype=np.float32).reshape(10, 2)
     loader = _ArrayBatches(Dataset(X, X), batch_size=4, shuffle=True)
     assert len(loader) == 3
-    with dec_module.torch_seed(0):
+    with torch_seed(0):
         batches = list(loader)
     assert [len(xb) for xb, _ in batches] == [4, 4, 2]
     rows = torch.cat([xb for xb, _ in batches]).numpy()

@@ -217,6 +217,54 @@ def test_guided_gating_is_refused_for_regression():
         moe(gating="guided").fit(X, Y)
 
 
+# -- sample_weight (MixtureOfExpertsRegressor) ----------------------------------
+
+#: One batch holds the whole set and the soft gate draws no noise: weighting
+#: a row is then exactly repeating it (see docs/weights.rst).
+MOE_FULL_BATCH = dict(batch_size=4096, max_epochs=15)
+
+
+@pytest.mark.parametrize("loss", ["mixture_nll", "mse"])
+def test_moe_integer_weights_equal_repeated_rows(loss):
+    X_s, y_s = X[:120], Y[:120]
+    sw = np.random.RandomState(0).randint(0, 4, len(y_s))  # zeros included
+    weighted = moe(loss=loss, **MOE_FULL_BATCH).fit(X_s, y_s, sample_weight=sw)
+    repeated = moe(loss=loss, **MOE_FULL_BATCH).fit(X_s.repeat(sw, 0), y_s.repeat(sw))
+    unweighted = moe(loss=loss, **MOE_FULL_BATCH).fit(X_s, y_s)
+    np.testing.assert_allclose(weighted.y_mean_, repeated.y_mean_, rtol=1e-12)
+    np.testing.assert_allclose(weighted.y_scale_, repeated.y_scale_, rtol=1e-12)
+    p_w = weighted.predict(X_TEST)
+    np.testing.assert_allclose(p_w, repeated.predict(X_TEST), rtol=1e-5, atol=1e-3)
+    # ... and the weights did change the fit (targets are ~100 in scale).
+    assert np.abs(unweighted.predict(X_TEST) - p_w).max() > 0.1
+
+
+def test_moe_zero_weights_are_removed_rows_exactly():
+    sw = np.ones(len(Y))
+    sw[::3] = 0.0
+    weighted = moe(max_epochs=5).fit(X, Y, sample_weight=sw)
+    removed = moe(max_epochs=5).fit(X[sw > 0], Y[sw > 0])
+    np.testing.assert_array_equal(weighted.predict(X_TEST), removed.predict(X_TEST))
+    ones = moe(max_epochs=5).fit(X, Y, sample_weight=np.ones(len(Y)))
+    plain = moe(max_epochs=5).fit(X, Y)
+    np.testing.assert_array_equal(ones.predict(X_TEST), plain.predict(X_TEST))
+
+
+@pytest.mark.parametrize(
+    "sample_weight, match",
+    [
+        (-np.ones(len(Y)), "Negative"),
+        (np.full(len(Y), np.nan), "NaN"),
+        (np.ones(len(Y) - 1), "sample_weight"),
+        (np.zeros(len(Y)), "at least one non-zero"),
+    ],
+    ids=["negative", "nan", "length", "all-zero"],
+)
+def test_moe_bad_sample_weight_is_a_clear_value_error(sample_weight, match):
+    with pytest.raises(ValueError, match=match):
+        moe(max_epochs=1).fit(X, Y, sample_weight=sample_weight)
+
+
 def test_real_valued_split_test():
     rng = np.random.RandomState(0)
     unsplit = -rng.rand(200)

@@ -16,6 +16,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -25,13 +26,15 @@ from torch import nn
 
 from .._docstrings import fill_doc
 from ..base import check_layer_sizes, keep_state_on_error
+from ..nn.build import house_net
 from ..nn.inference import EVAL_BATCH_SIZE, batched
 from ..nn.modules import AutoEncoder
 from ..nn.training import (
     MAX_SEED,
-    FiniteLossGuard,
     resolve_device,
+    retry_on_divergence,
     seed_source,
+    torch_seed,
     train_net,
 )
 from .routing import RouterMixin
@@ -219,6 +222,45 @@ class AutoencoderClustererMixin(
             pretrain_loss = []
         return X, device, seeds, net, pretrain_loss
 
+    def _kmeans(self, Z, seed):
+        """k-means with ``n_clusters`` and ``n_init`` on ``Z`` (fitted)."""
+        with warnings.catch_warnings():
+            # Fewer distinct points than clusters: fit reports it, once.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return KMeans(
+                n_clusters=self.n_clusters, n_init=self.n_init, random_state=seed
+            ).fit(Z)
+
+    def _train_with_retry(self, step, *, seed, device, history, keys, stage,
+                          restore=None):
+        """``step(seed, lr)`` under :func:`~hemoe_sk.nn.training.torch_seed`,
+        retried once at ``lr / 10`` if it diverges
+        (:func:`~hemoe_sk.nn.training.retry_on_divergence`).
+
+        Before the retry, ``restore()`` (when given) puts back what the failed
+        attempt changed, and the ``history`` lists under ``keys`` are emptied;
+        the retry runs with ``seed + 1``. ``stage`` names the training in
+        messages, after the class name. Returns what ``step`` returned.
+        """
+
+        def attempt(i, lr):
+            with torch_seed(seed + i, device):
+                return step(seed + i, lr)
+
+        def on_retry(lr):
+            if restore is not None:
+                restore()
+            for key in keys:
+                history[key] = []
+
+        return retry_on_divergence(
+            attempt,
+            lr=float(self.lr),
+            stage=f"{type(self).__name__} {stage}",
+            on_retry=on_retry,
+            stacklevel=5,  # here, fit, fit's two decorators, then the caller
+        )
+
     def _warn_empty_clusters(self, why):
         """ConvergenceWarning when some of the ``n_clusters`` got no sample."""
         n_empty = self.n_clusters - np.unique(self.labels_).size
@@ -235,25 +277,23 @@ class AutoencoderClustererMixin(
         return int(self.embedding_dim)
 
     def _build_autoencoder(self, n_features, device):
-        callbacks = [("finite_loss", FiniteLossGuard())]
+        callbacks = []
         if self.verbose:
             callbacks.append(("progress", _EpochProgress(self._progress_desc)))
-        return NeuralNetRegressor(
+        return house_net(
+            NeuralNetRegressor,
             AutoEncoder,
-            module__n_features=int(n_features),
-            module__hidden_dims=check_layer_sizes(self.hidden_dims, "hidden_dims"),
-            module__embedding_dim=self._embedding_dim(n_features),
             criterion=nn.MSELoss,
             optimizer=torch.optim.Adam,
             lr=self.lr,
             max_epochs=self.pretrain_epochs,
             batch_size=self.batch_size,
-            train_split=None,
-            iterator_train=_ArrayBatches,
-            iterator_train__shuffle=True,
-            callbacks=callbacks,
             device=device,
-            verbose=0,
+            callbacks=callbacks,
+            module__n_features=int(n_features),
+            module__hidden_dims=check_layer_sizes(self.hidden_dims, "hidden_dims"),
+            module__embedding_dim=self._embedding_dim(n_features),
+            iterator_train=_ArrayBatches,
         )
 
     def _pretrain(self, X, seed, device):

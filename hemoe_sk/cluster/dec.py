@@ -15,15 +15,12 @@ search over the number of clusters pays for pretraining once.
 from __future__ import annotations
 
 import copy
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -32,7 +29,7 @@ from torch.nn import functional as F
 from .._docstrings import fill_doc
 from ..base import keep_state_on_error
 from ..nn.inference import check_finite_outputs
-from ..nn.training import DivergenceError, retry_on_divergence, torch_seed
+from ..nn.training import DivergenceError
 from ._autoencoder import AutoencoderClustererMixin
 from .kernels import student_t_assign, student_t_log_assign
 
@@ -326,34 +323,19 @@ class DECClusterer(AutoencoderClustererMixin, ClusterMixin, BaseEstimator):
         history = {"pretrain_loss": pretrain_loss, **{key: [] for key in refine_keys}}
 
         Z = check_finite_outputs(self._encode(net.module_, X), "codes")
-        with warnings.catch_warnings():
-            # Fewer distinct codes than clusters: reported below, once.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            kmeans = KMeans(
-                n_clusters=self.n_clusters, n_init=self.n_init, random_state=kmeans_seed
-            ).fit(Z)
+        kmeans = self._kmeans(Z, kmeans_seed)
         init_centers = kmeans.cluster_centers_.astype(np.float32)
-
         module_state = copy.deepcopy(net.module_.state_dict())
-
-        def refine(attempt, lr):
-            with torch_seed(refine_seed + attempt, device):
-                return self._refine(
-                    net.module_, X, init_centers, history, refine_seed + attempt,
-                    lr, device,
-                )
-
-        def on_retry(lr):
-            net.module_.load_state_dict(module_state)
-            for key in refine_keys:
-                history[key] = []
-
-        centers, n_iter = retry_on_divergence(
-            refine,
-            lr=float(self.lr),
-            stage="DECClusterer refinement",
-            on_retry=on_retry,
-            stacklevel=4,  # fit's two decorators, then the caller
+        centers, n_iter = self._train_with_retry(
+            lambda seed, lr: self._refine(
+                net.module_, X, init_centers, history, seed, lr, device
+            ),
+            seed=refine_seed,
+            device=device,
+            history=history,
+            keys=refine_keys,
+            stage="refinement",
+            restore=lambda: net.module_.load_state_dict(module_state),
         )
 
         self.autoencoder_ = net

@@ -18,15 +18,12 @@ too), so a search over the number of clusters pays for pretraining once.
 from __future__ import annotations
 
 import copy
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 from torch.nn import functional as F
@@ -35,7 +32,7 @@ from .._docstrings import fill_doc
 from ..base import check_layer_sizes, keep_state_on_error
 from ..nn.inference import EVAL_BATCH_SIZE, batched, check_finite_outputs, device_of
 from ..nn.modules import mlp
-from ..nn.training import DivergenceError, retry_on_divergence, torch_seed
+from ..nn.training import DivergenceError
 from ._autoencoder import AutoencoderClustererMixin
 
 __all__ = ["MixtureOfAutoencodersClusterer"]
@@ -399,35 +396,24 @@ class MixtureOfAutoencodersClusterer(
         recon = batched(base, base, X, EVAL_BATCH_SIZE).reshape(X.shape)
         scale = float(np.mean((recon.astype(np.float64) - X) ** 2))
         scale = max(scale, 1e-12)
-        with warnings.catch_warnings():
-            # Fewer distinct points than clusters: reported after training.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            init_labels = KMeans(
-                n_clusters=self.n_clusters, n_init=self.n_init, random_state=kmeans_seed
-            ).fit_predict(X)
+        init_labels = self._kmeans(X, kmeans_seed).labels_
 
-        def train(attempt, lr):
-            with torch_seed(train_seed + attempt, device):
-                module = self._init_module(
-                    base, X, init_labels, scale, assignment_dims, history,
-                    train_seed + attempt, lr, device,
-                )
-                n_iter = self._train(
-                    module, X, init_labels, scale, history, train_seed + attempt,
-                    lr, device,
-                )
-            return module, n_iter
+        def train(seed, lr):
+            module = self._init_module(
+                base, X, init_labels, scale, assignment_dims, history, seed, lr,
+                device,
+            )
+            return module, self._train(
+                module, X, init_labels, scale, history, seed, lr, device
+            )
 
-        def on_retry(lr):
-            for key in train_keys:
-                history[key] = []
-
-        module, n_iter = retry_on_divergence(
+        module, n_iter = self._train_with_retry(
             train,
-            lr=float(self.lr),
-            stage="MixtureOfAutoencodersClusterer joint training",
-            on_retry=on_retry,
-            stacklevel=4,  # fit's two decorators, then the caller
+            seed=train_seed,
+            device=device,
+            history=history,
+            keys=train_keys,
+            stage="joint training",
         )
 
         self.autoencoder_ = net

@@ -30,6 +30,7 @@ __all__ = [
     "HemoeNeuralNetClassifier",
     "HemoeNeuralNetRegressor",
     "build_embedder_net",
+    "house_net",
     "make_classifier_net",
     "make_regressor_net",
 ]
@@ -105,18 +106,23 @@ class HemoeNeuralNetClassifier(_HemoeLossMixin, NeuralNetClassifier):
 class HemoeNeuralNetRegressor(_HemoeLossMixin, NeuralNetRegressor):
     """skorch regressor with per-row weights and a module's auxiliary loss.
 
-    A module may also replace the criterion during unweighted training with its own
-    ``regression_loss(y_pred, y_true)`` (the flat MoE's mixture likelihood,
-    which needs every expert's output, not only the gated mean that
-    ``forward`` returns and ``predict`` reads).
+    A module may also replace the criterion during training with its own
+    ``regression_loss(y_pred, y_true, weight)`` (the flat MoE's mixture
+    likelihood, which needs every expert's output, not only the gated mean
+    that ``forward`` returns and ``predict`` reads); ``weight`` is the
+    batch's row weights, or ``None`` for unweighted data.
     """
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         own = getattr(self.module_, "regression_loss", None)
-        if not (training and callable(own)) or isinstance(y_true, (list, tuple)):
+        if not (training and callable(own)):
             return super().get_loss(y_pred, y_true, X=X, training=training)
+        weight = None
+        if isinstance(y_true, (list, tuple)):
+            y_true, weight = y_true
+            weight = to_tensor(weight, device=self.device)
         y_true = to_tensor(y_true, device=self.device)
-        loss = own(y_pred, y_true)
+        loss = own(y_pred, y_true, weight)
         aux = getattr(self.module_, "auxiliary_loss", None)
         return loss + aux(y_true) if callable(aux) else loss
 
@@ -126,13 +132,30 @@ _TRAINING_DEFAULTS = dict(
 )
 
 
-def _make_net(net_class, criterion, module, n_features, n_outputs, module_params,
-              max_epochs, lr, batch_size, optimizer, device):
-    params = {f"module__{k}": v for k, v in (module_params or {}).items()}
+def house_net(net_class, module, *, criterion, optimizer, lr, max_epochs,
+              batch_size, device, callbacks=(), **params):
+    """A skorch net with the settings every hemoe_sk net is trained with.
+
+    No internal validation split (``train_split=None``: the estimators hold
+    out their own rows), shuffled training batches, silent
+    (``verbose=0``), and a :class:`~hemoe_sk.nn.training.FiniteLossGuard`
+    that stops at a non-finite loss (the first callback, before
+    ``callbacks``). ``params`` are further skorch parameters
+    (``module__*``, ``iterator_train``, ...).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skorch import NeuralNetRegressor
+    >>> from hemoe_sk.nn import AutoEncoder
+    >>> net = house_net(NeuralNetRegressor, AutoEncoder, criterion=nn.MSELoss,
+    ...                 optimizer=torch.optim.Adam, lr=1e-3, max_epochs=2,
+    ...                 batch_size=32, device="cpu", module__n_features=4)
+    >>> net.train_split is None, [name for name, _ in net.callbacks]
+    (True, ['finite_loss'])
+    """
     return net_class(
         module,
-        module__n_features=int(n_features),
-        module__n_classes=int(n_outputs),
         criterion=criterion,
         optimizer=optimizer,
         lr=lr,
@@ -140,29 +163,42 @@ def _make_net(net_class, criterion, module, n_features, n_outputs, module_params
         batch_size=batch_size,
         train_split=None,
         iterator_train__shuffle=True,
-        callbacks=[("finite_loss", FiniteLossGuard())],
+        callbacks=[("finite_loss", FiniteLossGuard()), *callbacks],
         device=device,
         verbose=0,
         **params,
     )
 
 
-def make_classifier_net(
-    module,
-    *,
-    n_features,
-    n_classes,
-    module_params=None,
-    max_epochs=10,
-    lr=1e-3,
-    batch_size=64,
-    optimizer=torch.optim.Adam,
-    device="cpu",
-):
+def _make_net(net_class, criterion, module, n_features, n_outputs, module_params,
+              training):
+    unknown = sorted(set(training) - set(_TRAINING_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"Unexpected training settings {unknown}: the settings are "
+            f"{sorted(_TRAINING_DEFAULTS)}."
+        )
+    params = {f"module__{k}": v for k, v in (module_params or {}).items()}
+    return house_net(
+        net_class,
+        module,
+        criterion=criterion,
+        module__n_features=int(n_features),
+        module__n_classes=int(n_outputs),
+        **{**_TRAINING_DEFAULTS, **training},
+        **params,
+    )
+
+
+def make_classifier_net(module, *, n_features, n_classes, module_params=None,
+                        **training):
     """Build an (uninitialised) skorch classifier around ``module``.
 
     ``module`` is a class returning logits; ``n_features`` and ``n_classes``
-    are passed to it, together with ``module_params``.
+    are passed to it, together with ``module_params``, and it is trained with
+    ``CrossEntropyLoss``. ``training`` takes ``max_epochs`` (default 10),
+    ``lr`` (1e-3), ``batch_size`` (64), ``optimizer`` (Adam) and ``device``
+    ("cpu").
 
     Examples
     --------
@@ -174,7 +210,7 @@ def make_classifier_net(
     """
     return _make_net(
         HemoeNeuralNetClassifier, nn.CrossEntropyLoss, module, n_features, n_classes,
-        module_params, max_epochs, lr, batch_size, optimizer, device,
+        module_params, training,
     )
 
 
@@ -191,16 +227,17 @@ def make_regressor_net(module, *, n_features, n_outputs, module_params=None,
 
     Examples
     --------
+    >>> import numpy as np
     >>> from hemoe_sk.nn import MLPEmbedder
+    >>> X = np.zeros((8, 4), dtype=np.float32)
     >>> net = make_regressor_net(MLPEmbedder, n_features=4, n_outputs=2,
-    ...                          module_params={"hidden_dims": (8,)})
-    >>> net.initialize().module_.output.out_features
-    2
+    ...                          module_params={"hidden_dims": (8,)}, max_epochs=1)
+    >>> net.fit(X, np.zeros((8, 2), dtype=np.float32)).predict(X).shape
+    (8, 2)
     """
-    training = {**_TRAINING_DEFAULTS, **training}
     return _make_net(
         HemoeNeuralNetRegressor, nn.MSELoss, module, n_features, n_outputs,
-        module_params, **training,
+        module_params, training,
     )
 
 

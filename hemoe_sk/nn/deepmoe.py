@@ -25,18 +25,19 @@ training.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._docstrings import fill_doc
 from .inference import batched
+from .modules import check_image_shape
 
 __all__ = ["DeepMoEEmbedder", "gate_sparsity"]
 
 
+@fill_doc
 class DeepMoEEmbedder(nn.Module):
     """DeepMoE classifier module for images given as flat pixel rows.
 
@@ -46,12 +47,7 @@ class DeepMoEEmbedder(nn.Module):
 
     Parameters
     ----------
-    n_features : int
-        Number of input features; must equal ``prod(image_shape)``.
-    n_classes : int
-        Number of output logits.
-    image_shape : tuple of int, default=(1, 8, 8)
-        ``(channels, height, width)`` of one image.
+    %(image_module_inputs)s
     channels : tuple of int, default=(32, 64)
         Output channels of the gated convolution blocks of the base network
         (3x3 conv, channel gates, ReLU, 2x2 max pool while the map is at least
@@ -119,12 +115,7 @@ class DeepMoEEmbedder(nn.Module):
         gate_bias=1.0,
     ):
         super().__init__()
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) != 3 or math.prod(image_shape) != n_features:
-            raise ValueError(
-                f"image_shape={image_shape} does not match n_features={n_features}: "
-                "expected (channels, height, width) with product n_features."
-            )
+        image_shape = check_image_shape(image_shape, n_features)
         channels = tuple(int(c) for c in channels)
         embedding_channels = tuple(int(c) for c in embedding_channels)
         if not channels:

@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .build import HemoeNeuralNetClassifier
+from .inference import layer_input
 from .training import torch_seed
 
 __all__ = [
@@ -256,15 +257,7 @@ def _embedding(module, x):
     fn = getattr(module, "embed", None)
     if callable(fn):
         return fn(x)
-    captured = []
-    handle = _output_layer(module).register_forward_hook(
-        lambda mod, inputs, out: captured.append(inputs[0])
-    )
-    try:
-        module(x)
-    finally:
-        handle.remove()
-    return captured[-1]
+    return layer_input(module, _output_layer(module), x)
 
 
 def _run_frozen(module, x):

@@ -20,6 +20,7 @@ __all__ = [
     "check_finite_outputs",
     "device_of",
     "embed",
+    "layer_input",
     "module_of",
     "predict_output",
     "predict_proba",
@@ -92,19 +93,24 @@ def _embedding_fn(module):
             "`embed` method and no nn.Linear output layer to cut off."
         )
     last = linears[-1]
+    return lambda x: layer_input(module, last, x)
 
-    def fn(x):
-        captured = []
-        handle = last.register_forward_hook(
-            lambda mod, inputs, out: captured.append(inputs[0])
-        )
-        try:
-            module(x)
-        finally:
-            handle.remove()
-        return captured[-1]
 
-    return fn
+def layer_input(module, layer, x):
+    """Run ``module(x)`` and return what its submodule ``layer`` received.
+
+    The input is captured with a forward hook, removed afterwards; with a
+    layer run more than once, its last input.
+    """
+    captured = []
+    handle = layer.register_forward_hook(
+        lambda mod, inputs, out: captured.append(inputs[0])
+    )
+    try:
+        module(x)
+    finally:
+        handle.remove()
+    return captured[-1]
 
 
 def check_finite_outputs(out, what="outputs"):

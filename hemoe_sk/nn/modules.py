@@ -13,7 +13,16 @@ import math
 
 from torch import nn
 
-__all__ = ["AutoEncoder", "ConvEmbedder", "LinearHead", "MLPEmbedder", "mlp"]
+from .._docstrings import fill_doc
+
+__all__ = [
+    "AutoEncoder",
+    "ConvEmbedder",
+    "LinearHead",
+    "MLPEmbedder",
+    "check_image_shape",
+    "mlp",
+]
 
 
 def mlp(n_in, hidden_dims, dropout, *, last_activation=True):
@@ -63,17 +72,13 @@ class MLPEmbedder(nn.Module):
         return self.output(self.body(x))
 
 
+@fill_doc
 class ConvEmbedder(nn.Module):
     """Small convolutional network for images given as flat pixel rows.
 
     Parameters
     ----------
-    n_features : int
-        Number of input features; must equal ``prod(image_shape)``.
-    n_classes : int
-        Number of output logits.
-    image_shape : tuple of int, default=(1, 8, 8)
-        ``(channels, height, width)`` of one image.
+    %(image_module_inputs)s
     channels : tuple of int, default=(16, 32)
         Output channels of the convolution blocks (3x3 conv, ReLU, 2x2 max
         pool when the map is still at least 2 pixels wide).
@@ -93,12 +98,7 @@ class ConvEmbedder(nn.Module):
         dropout=0.1,
     ):
         super().__init__()
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) != 3 or math.prod(image_shape) != n_features:
-            raise ValueError(
-                f"image_shape={image_shape} does not match n_features={n_features}: "
-                "expected (channels, height, width) with product n_features."
-            )
+        image_shape = check_image_shape(image_shape, n_features)
         self.image_shape = image_shape
         c, h, w = image_shape
         blocks = []
@@ -121,6 +121,25 @@ class ConvEmbedder(nn.Module):
 
     def forward(self, x):
         return self.output(self.dropout(self.embed(x)))
+
+
+
+def check_image_shape(image_shape, n_features):
+    """``image_shape`` as a tuple ``(channels, height, width)`` whose product
+    is ``n_features``, or a ValueError.
+
+    Examples
+    --------
+    >>> check_image_shape([1, 8, 8], 64)
+    (1, 8, 8)
+    """
+    image_shape = tuple(int(s) for s in image_shape)
+    if len(image_shape) != 3 or math.prod(image_shape) != n_features:
+        raise ValueError(
+            f"image_shape={image_shape} does not match n_features={n_features}: "
+            "expected (channels, height, width) with product n_features."
+        )
+    return image_shape
 
 
 class AutoEncoder(nn.Module):

@@ -340,11 +340,23 @@ class MixtureOfExpertsRegressionModule(MixtureOfExpertsModule):
             self._cache["mixture"] = (log_w, means)
         return (log_w.exp().unsqueeze(-1) * means).sum(dim=1)
 
-    def regression_loss(self, y_pred, y_true):
-        """The training loss of the last batch (``forward`` kept its parts)."""
+    def regression_loss(self, y_pred, y_true, weight=None):
+        """The training loss of the last batch (``forward`` kept its parts).
+
+        With ``weight`` (one per row), the weighted mean of the rows' losses,
+        ``sum_i w_i l_i / sum_i w_i``, as the other hemoe_sk nets weight
+        theirs; without it, their plain mean.
+        """
         y_true = y_true.reshape(y_pred.shape).to(y_pred.dtype)
         if self.loss == "mse" or "mixture" not in self._cache:
-            return F.mse_loss(y_pred, y_true)
-        log_w, means = self._cache["mixture"]
-        sq = ((y_true.unsqueeze(1) - means) ** 2).sum(dim=-1)
-        return -torch.logsumexp(log_w - 0.5 * sq, dim=1).mean()
+            per_row = ((y_pred - y_true) ** 2).mean(dim=-1)
+        else:
+            log_w, means = self._cache["mixture"]
+            sq = ((y_true.unsqueeze(1) - means) ** 2).sum(dim=-1)
+            per_row = -torch.logsumexp(log_w - 0.5 * sq, dim=1)
+        if weight is None:
+            return per_row.mean()
+        weight = weight.to(per_row.dtype)
+        return (per_row * weight).sum() / weight.sum().clamp_min(
+            torch.finfo(weight.dtype).tiny
+        )
