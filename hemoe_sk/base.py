@@ -145,8 +145,12 @@ class BaseNetEstimator(BaseEstimator):
     Not an estimator by itself: a subclass defines ``__init__`` (storing
     these knobs among its own), ``fit`` and the prediction methods.
 
-    Parameters shared by all subclasses
-    -----------------------------------
+    The parameters below are not taken by this class (it has no
+    ``__init__``): they are the knobs every subclass takes and stores, with
+    the constraints given here.
+
+    Parameters
+    ----------
     max_epochs : int
         Training epochs (>= 1).
     lr : float
