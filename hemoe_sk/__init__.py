@@ -25,7 +25,7 @@ from .moe_regressor import MixtureOfExpertsRegressor
 from .persistence import describe, load, save
 from .regressor import HierarchicalEmbeddingMoERegressor
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AttributionDisplay",
