@@ -40,6 +40,7 @@ from .node import (
     decide_split,
     most_confused_pair,
     node_splits,
+    routed_outputs,
     search_node,
 )
 from .refine import refine_tree
@@ -596,13 +597,9 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         y_val = context.y[rows[val]]
 
         def outcomes(labels, route_experts):
-            out = np.empty((len(val), context.n_classes))
-            for c, route_expert in enumerate(route_experts):
-                mask = labels == c
-                if mask.any():
-                    out[mask] = route_expert.predict_proba(
-                        context.X, rows[val[mask]], E_val[mask]
-                    )
+            out = routed_outputs(
+                route_experts, labels, context.X, rows[val], E_val, context.n_classes
+            )
             return self._row_outcomes(out, y_val)
 
         decision = decide_split(

@@ -162,6 +162,21 @@ class Router:
         return soft_assign(self.clusterer, self._reduce(E), self.n_clusters)
 
 
+def routed_outputs(experts, labels, X, rows, E, n_outputs):
+    """Each row's output from the expert its route ``labels`` names.
+
+    ``rows`` are the rows of ``X`` and ``E`` the matching embeddings; an
+    expert's output is class probabilities (or a regressor's predictions)
+    over ``n_outputs`` columns.
+    """
+    out = np.zeros((len(rows), n_outputs))
+    for c, expert in enumerate(experts):
+        mask = labels == c
+        if mask.any():
+            out[mask] = expert.predict_proba(X, rows[mask], E[mask])
+    return out
+
+
 def ranked_pairs(proba):
     """Per row, the two most probable clusters (smaller index first) and the
     gap between their probabilities."""
@@ -654,14 +669,9 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
             if self.router_ is None
             else self.router_.predict(E)
         )
-        proba = np.zeros((len(positions), ctx.n_classes))
-        for c, expert in enumerate(self.experts_):
-            mask = labels == c
-            if mask.any():
-                proba[mask] = expert.predict_proba(
-                    ctx.X, ctx.rows[positions[mask]], E[mask]
-                )
-        return proba
+        return routed_outputs(
+            self.experts_, labels, ctx.X, ctx.rows[positions], E, ctx.n_classes
+        )
 
     def predict(self, P):
         out = self.predict_proba(P)
