@@ -19,7 +19,6 @@ kept per node.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import numbers
 import time
@@ -38,6 +37,7 @@ from sklearn.model_selection import (
     StratifiedShuffleSplit,
 )
 from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import has_fit_parameter
 
 from .cluster.routing import hard_assign, soft_assign
 from .nn.build import make_classifier_net, make_regressor_net
@@ -425,7 +425,7 @@ class NodeContext:
             y = y.ravel()
         if self.w is None:
             estimator.fit(E, y)
-        elif _fit_takes(estimator, "sample_weight"):
+        elif has_fit_parameter(estimator, "sample_weight"):
             estimator.fit(E, y, sample_weight=self.w[rows])
         else:
             raise ValueError(
@@ -435,18 +435,6 @@ class NodeContext:
                 "class_weight."
             )
         return SklearnExpert(estimator, self.n_classes)
-
-
-def _fit_takes(estimator, name):
-    try:
-        params = inspect.signature(estimator.fit).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return False
-    return name in params
-
-
-def _fit_takes_y(estimator):
-    return _fit_takes(estimator, "y")
 
 
 #: The scorings of a regressor's K search, each with the name its scores
@@ -614,11 +602,11 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
         pretrained = ctx.pretrained.get(_rows_key(positions))
         # Row weights reach clusterers whose fit takes them (KMeans).
         weighted = {}
-        if ctx.w is not None and _fit_takes(clusterer, "sample_weight"):
+        if ctx.w is not None and has_fit_parameter(clusterer, "sample_weight"):
             weighted["sample_weight"] = ctx.w[ctx.rows[positions]]
         if pretrained is not None:
             clusterer.fit(Z, autoencoder=pretrained, **weighted)
-        elif _fit_takes_y(clusterer):
+        elif has_fit_parameter(clusterer, "y"):
             # Labels reach clusterers that take them (class-group and
             # within-class signals; scikit-learn's ignore ``y``).
             clusterer.fit(Z, ctx.y[ctx.rows[positions]], **weighted)
