@@ -284,7 +284,8 @@ def train_net(net, X, y=None, *, seed, stage, partial=False, max_epochs=None):
         raise TypeError(
             f"{stage}: sample_weight and class_weight need a net whose loss takes "
             f"per-row weights; {type(net).__name__} does not. Pass the embedder as "
-            "a torch module class, or as a hemoe_sk.nn.build.HemoeNeuralNetClassifier."
+            "a torch module class, or as a hemoe_sk.nn.build.HemoeNeuralNetClassifier "
+            "(HemoeNeuralNetRegressor for a regressor)."
         )
     saved = copy.deepcopy(net.module_.state_dict()) if partial else None
     device = getattr(net, "device", "cpu")
