@@ -85,15 +85,24 @@ class FineTunedEnsembleClassifier(
         proportional to the class's (weighted) frequency, as
         :func:`sklearn.utils.class_weight.compute_class_weight`; a dict
         ``{label: weight}``, 1 for labels not in it.
-    max_epochs : int, default=20
-        Epochs of the base network's training.
-    lr : float, default=1e-3
-        Learning rate, for the base network and the fine-tuning.
-    batch_size : int, default=64
-        Mini-batch size.
-    optimizer : torch optimizer class, default=torch.optim.Adam
+    max_epochs : int, default=100
+        Most epochs of the base network's training (early stopping may end
+        sooner).
+    lr : float, default=2e-3
+        Peak learning rate of the warm-up + cosine schedule, for the base
+        network and the fine-tuning.
+    batch_size : int or "auto", default="auto"
+        Mini-batch size; ``"auto"`` grows with the rows
+        (:func:`~hemoe_sk.nn.recipe.auto_batch_size`).
+    optimizer : torch optimizer class, default=torch.optim.AdamW
         Optimizer class (not an instance). Fine-tuning continues the base
         network's optimizer state.
+    early_stopping : float in [0, 1), default=0.1
+        Share of the rows each network trains on that it holds out to stop
+        training after ``patience`` epochs without a lower held-out loss,
+        restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
+    patience : int, default=10
+        Epochs without a lower held-out loss before early stopping.
     device : str, default="cpu"
         ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``. Without CUDA a
         CUDA device falls back to the CPU with a warning.
@@ -156,10 +165,12 @@ class FineTunedEnsembleClassifier(
         n_estimators=4,
         finetune_epochs=None,
         class_weight=None,
-        max_epochs=20,
-        lr=1e-3,
-        batch_size=64,
-        optimizer=torch.optim.Adam,
+        max_epochs=100,
+        lr=2e-3,
+        batch_size="auto",
+        optimizer=torch.optim.AdamW,
+        early_stopping=0.1,
+        patience=10,
         device="cpu",
         random_state=None,
         verbose=0,
@@ -173,6 +184,8 @@ class FineTunedEnsembleClassifier(
         self.lr = lr
         self.batch_size = batch_size
         self.optimizer = optimizer
+        self.early_stopping = early_stopping
+        self.patience = patience
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -221,6 +234,7 @@ class FineTunedEnsembleClassifier(
             n_features=X.shape[1],
             n_classes=len(classes),
             embedder_params=embedder_params,
+            X=X,
             **self._net_params(),
         )
         self._train(

@@ -3,9 +3,23 @@
 import contextlib
 
 import pytest
+import torch
 
 import hemoe_sk.node as node_module
+from hemoe_sk.nn import MLPEmbedder
 from hemoe_sk.node import NodeExpertsClassifier
+
+#: The network and training of 0.3's defaults (a plain MLP, Adam at a fixed
+#: batch size, every epoch trained, no held-out rows drawn inside the nets).
+#: Tests about the tree's mechanics (what splits, what routes, what is saved)
+#: on tiny data pin it, so that they do not depend on the default recipe,
+#: which tests/test_recipe.py covers; the learning-rate schedule still runs.
+CLASSIC_NET = dict(
+    embedder=MLPEmbedder,
+    optimizer=torch.optim.Adam,
+    batch_size=64,
+    early_stopping=0.0,
+)
 
 
 @contextlib.contextmanager

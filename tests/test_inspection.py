@@ -20,7 +20,7 @@ from sklearn.preprocessing import Normalizer, StandardScaler
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from _helpers import splits_preferred
+from _helpers import CLASSIC_NET, splits_preferred
 
 import hemoe_sk  # noqa: E402
 from hemoe_sk import (  # noqa: E402
@@ -59,7 +59,7 @@ def _fit(est, X, y):
         return est.fit(X, y)
 
 
-TAB = dict(
+TAB = dict(**CLASSIC_NET,
     clusterer=KMeans(n_init=3),
     n_clusters_grid=(2, 3),
     split_test="none",

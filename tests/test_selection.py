@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _helpers import CLASSIC_NET
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import binomtest
 from sklearn.cluster import KMeans
@@ -102,7 +103,7 @@ def subclasses():
     return X.astype(np.float32), y
 
 
-TINY = dict(
+TINY = dict(**CLASSIC_NET,
     max_epochs=6, expert_max_epochs=2, lr=0.01, max_depth=1, n_clusters_grid=(2, 3),
     min_cluster_size=40, clusterer=KMeans(n_init=2), random_state=0,
 )

@@ -13,6 +13,7 @@ from .experts import (
     make_expert_net,
 )
 from .modules import AutoEncoder, ConvEmbedder, LinearHead, MLPEmbedder
+from .recipe import PeriodicEmbedding, RobustScaling, TabularEmbedder
 
 __all__ = [
     "AutoEncoder",
@@ -24,7 +25,10 @@ __all__ = [
     "LoRAConv2d",
     "LoRALinear",
     "MLPEmbedder",
+    "PeriodicEmbedding",
     "ResidualExpertModule",
+    "RobustScaling",
+    "TabularEmbedder",
     "expert_parameter_bytes",
     "expert_parameters",
     "gate_sparsity",
