@@ -166,6 +166,10 @@ class BaseNetEstimator(BaseEstimator):
         than 10 rows for either part train every epoch.
     patience : int
         Epochs without improvement before early stopping (>= 1).
+    lr_schedule : {"warmup_cosine", "constant"}
+        ``"warmup_cosine"``: linear warm-up over the first 5% of each training
+        call's batches, then cosine decay to 0; ``"constant"``: ``lr``
+        throughout.
     optimizer : torch optimizer class
         Passed as a class, never an instance.
     device : str, torch.device or None
@@ -185,6 +189,7 @@ class BaseNetEstimator(BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "early_stopping": [Interval(Real, 0, 1, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left")],
+        "lr_schedule": [StrOptions({"warmup_cosine", "constant"})],
         "optimizer": [callable],
         "device": [str, torch.device, None],
         "random_state": ["random_state"],
@@ -202,7 +207,7 @@ class BaseNetEstimator(BaseEstimator):
             "device": resolve_device(self.device),
             "validation_fraction": float(getattr(self, "early_stopping", 0.0)),
             "patience": int(getattr(self, "patience", 10)),
-            "lr_schedule": "warmup_cosine",
+            "lr_schedule": getattr(self, "lr_schedule", "warmup_cosine"),
         }
 
     def _draw_seeds(self, n):

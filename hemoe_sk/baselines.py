@@ -103,6 +103,9 @@ class FineTunedEnsembleClassifier(
         restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
     patience : int, default=10
         Epochs without a lower held-out loss before early stopping.
+    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
+        Linear warm-up over the first 5% of each training call's batches, then
+        cosine decay to 0; or ``lr`` throughout.
     device : str, default="cpu"
         ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``. Without CUDA a
         CUDA device falls back to the CPU with a warning.
@@ -171,6 +174,7 @@ class FineTunedEnsembleClassifier(
         optimizer=torch.optim.AdamW,
         early_stopping=0.1,
         patience=10,
+        lr_schedule="warmup_cosine",
         device="cpu",
         random_state=None,
         verbose=0,
@@ -186,6 +190,7 @@ class FineTunedEnsembleClassifier(
         self.optimizer = optimizer
         self.early_stopping = early_stopping
         self.patience = patience
+        self.lr_schedule = lr_schedule
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

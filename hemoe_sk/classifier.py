@@ -218,6 +218,9 @@ class HierarchicalEmbeddingMoEClassifier(
         loss, restoring its best epoch; 0 trains every epoch.
     patience : int, default=10
         Epochs without a lower held-out loss before early stopping.
+    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
+        Linear warm-up over the first 5% of each training call's batches, then
+        cosine decay to 0; or ``lr`` throughout.
     device : str, default="cpu"
         Torch device; ``"auto"`` uses CUDA when available. A CUDA device on a
         machine without CUDA falls back to the CPU with a warning.

@@ -216,6 +216,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         optimizer=torch.optim.AdamW,
         early_stopping=0.1,
         patience=10,
+        lr_schedule="warmup_cosine",
         device="cpu",
         n_jobs=None,
         random_state=None,
@@ -256,6 +257,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         self.optimizer = optimizer
         self.early_stopping = early_stopping
         self.patience = patience
+        self.lr_schedule = lr_schedule
         self.device = device
         self.n_jobs = n_jobs
         self.random_state = random_state

@@ -91,6 +91,7 @@ class FlatMoEMixin:
         optimizer=torch.optim.AdamW,
         early_stopping=0.1,
         patience=10,
+        lr_schedule="warmup_cosine",
         device="cpu",
         random_state=None,
         verbose=0,
@@ -108,6 +109,7 @@ class FlatMoEMixin:
         self.optimizer = optimizer
         self.early_stopping = early_stopping
         self.patience = patience
+        self.lr_schedule = lr_schedule
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -226,6 +228,9 @@ class MixtureOfExpertsClassifier(
         restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
     patience : int, default=10
         Epochs without a lower held-out loss before early stopping.
+    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
+        Linear warm-up over the first 5% of each training call's batches, then
+        cosine decay to 0; or ``lr`` throughout.
     device : str, default="cpu"
         Torch device; ``"auto"`` picks CUDA when available.
     random_state : int, RandomState instance or None, default=None
@@ -303,6 +308,7 @@ class MixtureOfExpertsClassifier(
         optimizer=torch.optim.AdamW,
         early_stopping=0.1,
         patience=10,
+        lr_schedule="warmup_cosine",
         device="cpu",
         random_state=None,
         verbose=0,
@@ -321,6 +327,7 @@ class MixtureOfExpertsClassifier(
             optimizer=optimizer,
             early_stopping=early_stopping,
             patience=patience,
+            lr_schedule=lr_schedule,
             device=device,
             random_state=random_state,
             verbose=verbose,

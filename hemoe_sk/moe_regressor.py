@@ -66,6 +66,9 @@ class MixtureOfExpertsRegressor(
         restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
     patience : int, default=10
         Epochs without a lower held-out loss before early stopping.
+    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
+        Linear warm-up over the first 5% of each training call's batches, then
+        cosine decay to 0; or ``lr`` throughout.
     device : str, default="cpu"
         Torch device; ``"auto"`` picks CUDA when available.
     random_state : int, RandomState instance or None, default=None

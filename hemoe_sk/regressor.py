@@ -139,7 +139,7 @@ class HierarchicalEmbeddingMoERegressor(
         likelihood.
     refine_balance : float, default=0.01
         Unused unless refinement is enabled (it cannot be for regression).
-    max_epochs, lr, batch_size, optimizer, early_stopping, patience, device, \
+    max_epochs, lr, batch_size, optimizer, early_stopping, patience, lr_schedule, device, \
             n_jobs, random_state, verbose
         As in :class:`~hemoe_sk.HierarchicalEmbeddingMoEClassifier`.
     **embedder__kwargs

@@ -13,12 +13,13 @@ from hemoe_sk.node import NodeExpertsClassifier
 #: batch size, every epoch trained, no held-out rows drawn inside the nets).
 #: Tests about the tree's mechanics (what splits, what routes, what is saved)
 #: on tiny data pin it, so that they do not depend on the default recipe,
-#: which tests/test_recipe.py covers; the learning-rate schedule still runs.
+#: which tests/test_recipe.py covers.
 CLASSIC_NET = dict(
     embedder=MLPEmbedder,
     optimizer=torch.optim.Adam,
     batch_size=64,
     early_stopping=0.0,
+    lr_schedule="constant",
 )
 
 

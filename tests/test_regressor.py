@@ -7,6 +7,7 @@ import warnings
 import joblib
 import numpy as np
 import pytest
+from _helpers import CLASSIC_NET
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
@@ -33,6 +34,7 @@ X_TEST, Y_TEST = piecewise(300, seed=1)
 
 def tree(**params):
     base = dict(
+        **CLASSIC_NET,
         clusterer=KMeans(n_init=2),
         max_depth=1,
         n_clusters_grid=(2,),

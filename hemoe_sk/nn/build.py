@@ -204,6 +204,13 @@ class _RecipeMixin:
         self.patience = patience
         self.lr_schedule = lr_schedule
 
+    @property
+    def _default_callbacks(self):
+        # skorch's valid_acc scores a second pass over the held-out rows and
+        # cannot read weighted targets; validation_step records the error.
+        return [(name, cb) for name, cb in super()._default_callbacks
+                if name != "valid_acc"]
+
     # -- data ---------------------------------------------------------------
     def get_dataset(self, X, y=None):
         if (

@@ -92,10 +92,11 @@ def binary_columns(X):
 
 
 def _weighted_quantiles(x, q, weight=None):
-    """Quantiles ``q`` of every column of ``x``, weighted by ``weight``
-    (an integer weight equals repeating the row)."""
+    """Quantiles ``q`` of every column of ``x`` (the inverse of the empirical
+    distribution function, numpy's ``"inverted_cdf"``), weighted by
+    ``weight``: an integer weight equals repeating the row."""
     if weight is None:
-        return np.quantile(x, q, axis=0)
+        return np.quantile(x, q, axis=0, method="inverted_cdf")
     order = np.argsort(x, axis=0, kind="stable")
     xs = np.take_along_axis(x, order, axis=0)
     cw = np.cumsum(weight[order], axis=0)
