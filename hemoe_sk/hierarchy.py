@@ -215,7 +215,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         batch_size="auto",
         optimizer=torch.optim.AdamW,
         early_stopping=0.1,
-        patience=10,
+        patience=20,
         lr_schedule="warmup_cosine",
         device="cpu",
         n_jobs=None,

@@ -90,7 +90,7 @@ class FlatMoEMixin:
         batch_size="auto",
         optimizer=torch.optim.AdamW,
         early_stopping=0.1,
-        patience=10,
+        patience=20,
         lr_schedule="warmup_cosine",
         device="cpu",
         random_state=None,
@@ -226,7 +226,7 @@ class MixtureOfExpertsClassifier(
         Share of the rows each network trains on that it holds out to stop
         training after ``patience`` epochs without a lower held-out loss,
         restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
-    patience : int, default=10
+    patience : int, default=20
         Epochs without a lower held-out loss before early stopping.
     lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
         Linear warm-up over the first 5% of each training call's batches, then
@@ -307,7 +307,7 @@ class MixtureOfExpertsClassifier(
         batch_size="auto",
         optimizer=torch.optim.AdamW,
         early_stopping=0.1,
-        patience=10,
+        patience=20,
         lr_schedule="warmup_cosine",
         device="cpu",
         random_state=None,

@@ -64,7 +64,7 @@ class MixtureOfExpertsRegressor(
         Share of the rows each network trains on that it holds out to stop
         training after ``patience`` epochs without a lower held-out loss,
         restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
-    patience : int, default=10
+    patience : int, default=20
         Epochs without a lower held-out loss before early stopping.
     lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
         Linear warm-up over the first 5% of each training call's batches, then

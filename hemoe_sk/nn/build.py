@@ -132,7 +132,9 @@ class _RowBatches:
         n = len(ds)
         order = torch.randperm(n).numpy() if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
-            rows = ds.rows[order[start:start + self.batch_size]]
+            # in row order within the batch (memory locality, and the same
+            # summation order for a weighted row and its repeated copies)
+            rows = ds.rows[np.sort(order[start:start + self.batch_size])]
             xb = torch.as_tensor(np.asarray(ds.X[rows]))
             yb = torch.as_tensor(np.asarray(ds.y[rows]))
             if ds.weight is None:
