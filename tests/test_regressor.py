@@ -7,6 +7,7 @@ import warnings
 import joblib
 import numpy as np
 import pytest
+from _helpers import weighted_vs_repeated
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
@@ -305,17 +306,19 @@ def test_unit_weights_are_the_unweighted_fit_exactly():
     np.testing.assert_array_equal(ones.predict(X_TEST), plain)
 
 
-def test_sklearn_weight_equivalence_check_passes_without_dropout():
-    """scikit-learn's own check (expected to fail in test_common.py only
-    because of the default dropout)."""
-    from sklearn.utils.estimator_checks import (
-        check_sample_weight_equivalence_on_dense_data,
-    )
-
+def test_weight_equivalence_on_the_sklearn_check_data_without_dropout():
+    """scikit-learn's check_sample_weight_equivalence_on_dense_data (an
+    expected failure in test_common.py only because of the default dropout),
+    on its own data, at a float32 tolerance: the check asks rtol=1e-7, and
+    the two fits differed by 2e-8 relative on one machine, a margin of 5x
+    that other machines' float32 kernels do not keep. rtol=1e-5 is 500x the
+    measured difference; a real inequivalence (the unweighted fit) is 100x
+    larger still."""
     est = tree(max_epochs=10, embedder__dropout=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # too few rows to split
-        check_sample_weight_equivalence_on_dense_data("tree", est)
+        p_w, p_r = weighted_vs_repeated(est, "predict")
+    np.testing.assert_allclose(p_w, p_r, rtol=1e-5)
 
 
 def test_zero_weight_equals_removed_rows_in_a_split_tree():
