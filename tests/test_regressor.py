@@ -213,8 +213,15 @@ def test_classification_only_options_are_refused(params, match):
 
 
 def test_guided_gating_is_refused_for_regression():
-    with pytest.raises(ValueError, match="guided"):
-        moe(gating="guided").fit(X, Y)
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    est = moe(gating="guided")
+    # Refused by the parameter constraints, before anything is trained.
+    with pytest.raises(
+        InvalidParameterError, match=r"'gating' parameter .* among .*Got 'guided'"
+    ):
+        est.fit(X, Y)
+    assert not hasattr(est, "net_")
 
 
 # -- sample_weight (MixtureOfExpertsRegressor) ----------------------------------
