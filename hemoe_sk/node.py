@@ -19,6 +19,7 @@ kept per node.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import numbers
 import time
@@ -509,8 +510,16 @@ def regression_score(y, pred, scoring="r2", sample_weight=None):
 
 
 def _rows_key(positions):
-    positions = np.asarray(positions)
-    return (len(positions), hash(positions.tobytes()))
+    """A key naming a set of node positions, the same in every process.
+
+    Python's ``hash`` of bytes is salted per process (``PYTHONHASHSEED``), so
+    a key built from it in the calling process would never match one built
+    in a loky, Dask or Ray worker: the pretrained clusterers and reducers
+    that :func:`search_node` hands out would be missed there and fitted again.
+    """
+    positions = np.ascontiguousarray(positions, dtype=np.intp)
+    digest = hashlib.blake2b(positions.tobytes(), digest_size=16).hexdigest()
+    return (len(positions), digest)
 
 
 class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):

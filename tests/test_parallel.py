@@ -12,13 +12,13 @@ those packages are missing (``pip install hemoe_sk[parallel]``).
 import numpy as np
 import pytest
 from joblib import parallel_config
-from numpy.testing import assert_allclose, assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal, assert_equal
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
 import hemoe_sk.node as node_module
-from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+from hemoe_sk import DECClusterer, HierarchicalEmbeddingMoEClassifier
 from hemoe_sk.node import NodeContext, NodeExpertsClassifier, node_splits, search_node
 
 #: A small tree that splits its root (``split_test="none"`` keeps the best
@@ -67,6 +67,39 @@ def test_joblib_backends_grow_the_same_tree(backend, reference, subpopulations):
     with parallel_config(backend=backend, n_jobs=2):
         clf = HierarchicalEmbeddingMoEClassifier(**PARAMS).fit(X, y)
     assert_same_tree(reference, clf, X)
+
+
+#: ``PARAMS`` with the default router kind, a (tiny) DEC: the search
+#: pretrains its autoencoder once per fit set, in the calling process, and
+#: hands it to every task.
+DEC_PARAMS = dict(
+    PARAMS,
+    clusterer=DECClusterer(
+        hidden_dims=(8,), embedding_dim=2, pretrain_epochs=3, max_iter=20, n_init=1
+    ),
+)
+
+
+def test_dec_routers_on_loky_use_the_autoencoder_pretrained_once(subpopulations):
+    """The pretrained autoencoders are found by a key of the fit rows that
+    is the same in every process (Python's ``hash`` of bytes is not), so a
+    loky worker refines the parent's autoencoder instead of pretraining its
+    own, and grows the tree ``n_jobs=1`` grows."""
+    X, y = subpopulations
+    one = HierarchicalEmbeddingMoEClassifier(**DEC_PARAMS, n_jobs=1).fit(X, y)
+    with parallel_config(backend="loky", n_jobs=2):
+        loky = HierarchicalEmbeddingMoEClassifier(**DEC_PARAMS).fit(X, y)
+    assert loky.n_leaves_ > 1
+    assert_same_tree(one, loky, X)
+    routers = [est.tree_.nodes[0].router.clusterer for est in (one, loky)]
+    for router in routers:
+        assert isinstance(router, DECClusterer)
+        # Pretraining ran in the calling process, not in the task that fitted
+        # this router (a fit that pretrains records its losses here).
+        assert router.history_["pretrain_loss"] == []
+    assert_equal(routers[1].history_, routers[0].history_)  # NaN equals NaN here
+    assert_allclose(routers[1].cluster_centers_, routers[0].cluster_centers_,
+                    rtol=0, atol=1e-6)
 
 
 @pytest.fixture
