@@ -1140,7 +1140,7 @@ def search_node(
     cluster_param_grid=None,
     reducer=None,
     min_gain="auto",
-    split_test="margin",
+    split_test="bootstrap",
     split_alpha=0.05,
     splits=None,
     return_experts=False,

@@ -90,6 +90,26 @@ def test_bad_arguments_are_clear_errors():
     assert not decide_split([], []).keep
 
 
+def test_search_node_defaults_to_the_estimators_split_test(subpopulations):
+    from sklearn.linear_model import LogisticRegression
+
+    from hemoe_sk import HierarchicalEmbeddingMoERegressor
+    from hemoe_sk.node import NodeContext, search_node
+
+    X, y = subpopulations
+    rows = np.arange(len(X))
+    context = NodeContext(X=X, y=y, rows=rows, E=X, net=None, n_classes=2,
+                          expert=LogisticRegression())
+    result = search_node(
+        context, n_clusters_grid=(2,), clusterer=KMeans(n_init=2),
+        min_cluster_size=20, validation_size=0.2, cv=None, seed=0,
+    )
+    default = HierarchicalEmbeddingMoEClassifier().split_test
+    assert default == HierarchicalEmbeddingMoERegressor().split_test
+    assert result.decision.test == default
+    assert result.decision.p_value is not None  # a test ran, not 0.1's margin
+
+
 # -- held-out selection in the classifier ------------------------------------------
 
 
