@@ -147,8 +147,9 @@ def test_a_pair_expert_that_takes_every_row_is_the_unsplit_node_and_loses(
     from conftest import SPLITTING_TREE
 
     X, y = subpopulations
+    params = dict(SPLITTING_TREE, split_test="bootstrap", split_alpha=0.5)
     clf = HierarchicalEmbeddingMoEClassifier(
-        **SPLITTING_TREE, pair_expert=True, pair_margin=1.0, split_alpha=0.5
+        **params, pair_expert=True, pair_margin=1.0
     ).fit(X, y)
     root = clf.tree_.nodes[0]
     split, pair = root.search["decision"], root.search["pair"]["decision"]
