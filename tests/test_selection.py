@@ -343,6 +343,11 @@ def test_refinement_trains_the_whole_tree(split_tree, subclasses):
     assert refined.max_path_epochs_ == plain.max_path_epochs_ + 2
     assert refined.tree_.node_count == plain.tree_.node_count
     assert refined.n_leaves_ == plain.n_leaves_  # the same tree ...
+    for node in refined.tree_.nodes:  # ... whose every network trained again
+        assert node.training[-1] == TrainingRecord("joint refinement", len(X), 2)
+    assert all(
+        r.stage != "joint refinement" for n in plain.tree_.nodes for r in n.training
+    )
     p1, p2 = plain.predict_proba(X), refined.predict_proba(X)
     assert np.abs(p1 - p2).max() > 1e-3  # ... with other weights
     assert_allclose(p2.sum(axis=1), 1.0)
