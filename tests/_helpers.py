@@ -1,39 +1,56 @@
 """Helpers shared by several test files (not tests themselves)."""
 
-import contextlib
+import numpy as np
+import torch
+from skorch import NeuralNetRegressor
 
-import pytest
-
-import hemoe_sk.node as node_module
-from hemoe_sk.node import NodeExpertsClassifier
+from hemoe_sk.nn import AutoEncoder
 
 
-@contextlib.contextmanager
-def splits_preferred():
-    """Keep a split whenever one is eligible.
+class DivergingAutoEncoder(AutoEncoder):
+    """An autoencoder whose codes are NaN in its first ``budget`` training
+    steps: a stand-in for a training that diverges.
 
-    Whether a split beats the unsplit node on tiny data is a coin toss; tests
-    about what happens *inside* a tree need trees that route. A split
-    candidate's held-out score gets a bonus of 1 and the paired split test
-    always passes: the same tree ``split_test="none"`` grows, for estimators
-    built where that parameter cannot be passed.
+    Only steps that train (training mode, gradients on) count; the codes a
+    fit reads for its k-means initialisation or its targets are finite. The
+    budget is the class's, so the deep copies a clusterer makes of the
+    autoencoder it is given share it.
     """
-    original = NodeExpertsClassifier.score
-    original_decide = node_module.decide_split
 
-    def score(self, P, y, sample_weight=None):
-        bonus = 0.0 if getattr(self, "router_", None) is None else 1.0
-        return original(self, P, y, sample_weight) + bonus
+    budget = 0
 
-    def keep(*args, **kwargs):
-        decision = original_decide(*args, **kwargs)
-        decision.keep = True
-        return decision
+    def encode(self, x):
+        z = super().encode(x)
+        if self.training and torch.is_grad_enabled() and DivergingAutoEncoder.budget:
+            DivergingAutoEncoder.budget -= 1
+            return z * float("nan")
+        return z
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(NodeExpertsClassifier, "score", score)
-        mp.setattr(node_module, "decide_split", keep)
-        yield
+
+def diverging_autoencoder(X, budget, hidden_dims=(8,), embedding_dim=2):
+    """A fitted autoencoder net (for ``fit(X, autoencoder=...)`` of DEC or
+    MixAE) whose next ``budget`` training steps diverge.
+
+    Pass ``budget=1`` for a training that recovers on the retry, a large one
+    for a training that never does.
+    """
+    DivergingAutoEncoder.budget = 0
+    net = NeuralNetRegressor(
+        DivergingAutoEncoder,
+        module__n_features=X.shape[1],
+        module__hidden_dims=hidden_dims,
+        module__embedding_dim=embedding_dim,
+        criterion=torch.nn.MSELoss,
+        optimizer=torch.optim.Adam,
+        lr=1e-3,
+        max_epochs=2,
+        train_split=None,
+        verbose=0,
+    )
+    X = np.asarray(X, dtype=np.float32)
+    net.fit(X, X)
+    DivergingAutoEncoder.budget = int(budget)
+    return net
 
 
 def weighted_vs_repeated(estimator, method):
@@ -49,7 +66,6 @@ def weighted_vs_repeated(estimator, method):
     repeated rows sum in different orders); tests that call this helper
     compare at a float32 tolerance instead and say which.
     """
-    import numpy as np
     from sklearn.base import clone
     from sklearn.utils import shuffle
 

@@ -20,7 +20,6 @@ from sklearn.preprocessing import Normalizer, StandardScaler
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from _helpers import splits_preferred
 
 import hemoe_sk  # noqa: E402
 from hemoe_sk import (  # noqa: E402
@@ -54,7 +53,7 @@ needs_captum = pytest.mark.skipif(
 
 
 def _fit(est, X, y):
-    with warnings.catch_warnings(), splits_preferred():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return est.fit(X, y)
 

@@ -95,6 +95,17 @@ def test_forced_split_has_leaves_and_predicts(forced):
     text = forced.export_text()
     assert "R^2" in text and "classes=" not in text
     assert np.isfinite(forced.predict(X_TEST)).all()
+    # The regressor's nodes record their training like the classifier's: the
+    # root on its fit part, each leaf's search expert on its share of it,
+    # then the leaf's refit on all of its rows.
+    (root,) = forced.tree_.nodes[0].training
+    assert root.stage == "root network (fit part)" and root.epochs == 30
+    leaves = [forced.tree_.nodes[i] for i in forced.tree_.leaves]
+    assert sum(leaf.training[0].n_rows for leaf in leaves) == root.n_rows
+    for leaf in leaves:
+        search, refit = leaf.training
+        assert "K=2 search" in search.stage and search.epochs == refit.epochs == 10
+        assert refit.n_rows == leaf.n_samples
 
 
 def test_soft_and_hard_routing(forced):
@@ -214,8 +225,15 @@ def test_classification_only_options_are_refused(params, match):
 
 
 def test_guided_gating_is_refused_for_regression():
-    with pytest.raises(ValueError, match="guided"):
-        moe(gating="guided").fit(X, Y)
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    est = moe(gating="guided")
+    # Refused by the parameter constraints, before anything is trained.
+    with pytest.raises(
+        InvalidParameterError, match=r"'gating' parameter .* among .*Got 'guided'"
+    ):
+        est.fit(X, Y)
+    assert not hasattr(est, "net_")
 
 
 # -- sample_weight (MixtureOfExpertsRegressor) ----------------------------------
