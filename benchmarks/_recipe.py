@@ -155,7 +155,6 @@ def run_diabetes(seed, params):
 
 def run_small(seed, params):
     from benchmarks._data import load
-
     from hemoe_sk import HierarchicalEmbeddingMoEClassifier
 
     for name in SMALL_SETS:
