@@ -81,6 +81,10 @@ def _hidden_dims(model):
     return None if dims is None else list(dims)
 
 
+def _describe(params):
+    return repr({k: getattr(v, "__name__", v) for k, v in params.items()})
+
+
 def _log(record):
     record.update({
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -98,7 +102,14 @@ def _accuracy(y, p):
 
 
 def _params(text):
-    return ast.literal_eval(text) if text else {}
+    """A dict literal; an ``"embedder"`` given as a name is the class of that
+    name in :mod:`hemoe_sk.nn`."""
+    params = ast.literal_eval(text) if text else {}
+    if isinstance(params.get("embedder"), str):
+        import hemoe_sk.nn
+
+        params["embedder"] = getattr(hemoe_sk.nn, params["embedder"])
+    return params
 
 
 def run_covtype(seed, model_name, params, rows=None):
@@ -115,7 +126,7 @@ def run_covtype(seed, model_name, params, rows=None):
     model = HierarchicalEmbeddingMoEClassifier(random_state=seed, **kw, **params)
     out = _measure(model, Xtr, ytr, Xte, yte, _accuracy)
     _log({"task": "covtype", "model": model_name, "seed": seed, "rows": len(Xtr),
-          "params": repr(params), **out})
+          "params": _describe(params), **out})
 
 
 def run_fashion(seed, params, rows=None):
@@ -130,7 +141,7 @@ def run_fashion(seed, params, rows=None):
     model = HierarchicalEmbeddingMoEClassifier(max_depth=0, random_state=seed, **params)
     out = _measure(model, Xtr, ytr, Xte, yte, _accuracy)
     _log({"task": "fashion", "model": "base", "seed": seed, "rows": len(Xtr),
-          "params": repr(params), **out})
+          "params": _describe(params), **out})
 
 
 def run_diabetes(seed, params):
@@ -150,7 +161,7 @@ def run_diabetes(seed, params):
     ):
         out = _measure(model, Xtr, ytr, Xte, yte, r2_score)
         _log({"task": "diabetes", "model": name, "seed": seed, "rows": len(Xtr),
-              "params": repr(params) if name != "RidgeCV" else "{}", **out})
+              "params": _describe(params) if name != "RidgeCV" else "{}", **out})
 
 
 def run_small(seed, params):
@@ -167,7 +178,7 @@ def run_small(seed, params):
                                                    **params)
         out = _measure(model, Xtr, ytr, Xte, yte, _accuracy)
         _log({"task": "small", "data": name, "model": "base", "seed": seed,
-              "rows": len(Xtr), "params": repr(params), **out})
+              "rows": len(Xtr), "params": _describe(params), **out})
 
 
 def _small_reference():
