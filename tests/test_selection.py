@@ -175,7 +175,7 @@ def _records(clf, node_id):
 def test_no_network_trains_on_the_rows_that_choose_the_split(subclasses, row_log):
     X, y = subclasses
     embedder, calls = row_log
-    clf = HierarchicalEmbeddingMoEClassifier(embedder, **FORCED).fit(X, y)
+    clf = HierarchicalEmbeddingMoEClassifier(**{**FORCED, "embedder": embedder}).fit(X, y)
     root = clf.tree_.nodes[0]
     leaves = [clf.tree_.nodes[i] for i in clf.tree_.leaves]
     assert len(leaves) > 1
@@ -294,7 +294,7 @@ def test_head_search_scores_with_heads_and_trains_only_the_chosen_experts(
     X, y = subclasses
     embedder, calls = row_log
     clf = HierarchicalEmbeddingMoEClassifier(
-        embedder, **FORCED, search_expert="head"
+        **{**FORCED, "embedder": embedder}, search_expert="head"
     ).fit(X, y)
     root = clf.tree_.nodes[0]
     leaves = clf.tree_.leaves
@@ -382,7 +382,10 @@ def test_lora_leaves_are_small(split_tree, subclasses):
 
     X, y = subclasses
     params, plain = split_tree
-    lora = HierarchicalEmbeddingMoEClassifier(**params, expert="lora").fit(X, y)
+    # the same number of leaves as the plain tree (its K, the only one tried)
+    lora = HierarchicalEmbeddingMoEClassifier(
+        **{**params, "n_clusters_grid": (plain.n_leaves_,)}, expert="lora"
+    ).fit(X, y)
     assert lora.n_leaves_ == plain.n_leaves_ > 1
     # the frozen parents' weights are stored once, the adapters are small
     assert len(pickle.dumps(lora)) < len(pickle.dumps(plain))
