@@ -8,7 +8,11 @@
 * :func:`build_embedder_net` resolves an ``embedder`` parameter (``None``, a
   module class or an unfitted skorch net) into such a net;
 * :class:`EmbedderParamsMixin` gives an estimator ``embedder__*`` keyword
-  parameters, the way skorch exposes ``module__*``.
+  parameters, the way skorch exposes ``module__*``;
+* :class:`_RecipeMixin`, part of both hemoe_sk nets, is the training recipe:
+  input scaling fitted on the training rows, early stopping on held-out rows
+  restoring the best epoch, the learning-rate schedule, the automatic batch
+  size, and batches sliced from the arrays (see :doc:`/recipe`).
 """
 
 from __future__ import annotations
