@@ -179,3 +179,18 @@ def test_inspection_modules_are_small():
     }
     assert len(sizes) >= 5
     assert max(sizes.values()) < 600, sizes
+
+
+def test_version_is_defined_once():
+    """pyproject.toml reads the version from ``hemoe_sk.__version__``
+    instead of repeating it."""
+    tomllib = pytest.importorskip("tomllib")
+    import hemoe_sk
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    assert "version" not in config["project"]
+    assert "version" in config["project"]["dynamic"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "hemoe_sk.__version__"
+    }
+    assert hemoe_sk.__version__.count(".") == 2

@@ -748,10 +748,16 @@ def test_cli_explain_regressor(reg, tmp_path, capsys):
 def test_docstring_examples_run():
     import doctest
 
-    from hemoe_sk.inspection import _attributions, _displays, _gates, _routes
+    from hemoe_sk.inspection import (
+        _attribution_display,
+        _attributions,
+        _displays,
+        _gates,
+        _routes,
+    )
 
     attempted = 0
-    for module in (_routes, _gates, _attributions, _displays):
+    for module in (_routes, _gates, _attributions, _displays, _attribution_display):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

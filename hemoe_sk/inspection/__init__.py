@@ -19,16 +19,18 @@ one is accepted too.
 * Attributions (``_attributions``): :func:`routing_module` -- a node's soft
   assignment as a differentiable torch module; :func:`route_attributions`
   -- which features push a sample toward its cluster (captum).
-* Displays (``_displays``): :class:`RoutingDisplay`, :class:`TreeDisplay`,
-  :class:`AttributionDisplay` -- matplotlib displays in scikit-learn's style
-  (``from_estimator``, ``plot``, ``ax_``, ``figure_``).
+* Displays (``_displays``, ``_attribution_display``): :class:`RoutingDisplay`,
+  :class:`TreeDisplay`, :class:`AttributionDisplay` -- matplotlib displays
+  in scikit-learn's style (``from_estimator``, ``plot``, ``ax_``,
+  ``figure_``).
 
 matplotlib, captum and pandas are optional: each is imported only where it
 is used, with an error naming the extra to install.
 """
 
+from ._attribution_display import AttributionDisplay
 from ._attributions import route_attributions, routing_module
-from ._displays import AttributionDisplay, RoutingDisplay, TreeDisplay
+from ._displays import RoutingDisplay, TreeDisplay
 from ._gates import export_gates, moe_label_expert_matrix, plot_expert_heatmap
 from ._routes import explain_routes, export_routing, format_route
 
