@@ -87,9 +87,10 @@ def resolve(estimator, X, needs=("tree",)):
     return final, X
 
 
-def is_classifier_tree(est):
-    """Whether ``est``'s leaves give class probabilities (it has ``classes_``);
-    a regressor's leaves give standardised outputs instead."""
+def has_classes(est):
+    """Whether ``est`` is a classifier with ``classes_`` (its leaves or
+    experts give class probabilities); a regressor's give standardised
+    outputs instead."""
     return getattr(est, "classes_", None) is not None
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.utils.multiclass import type_of_target
 
 from .._docstrings import fill_doc
-from ._common import check_y, import_pyplot, is_classifier_tree, resolve
+from ._common import check_y, has_classes, import_pyplot, resolve
 
 __all__ = ["RoutingDisplay", "TreeDisplay"]
 
@@ -249,7 +249,7 @@ class TreeDisplay:
         """
         est, _ = resolve(estimator, None)
         nodes = est.tree_.nodes
-        classify = is_classifier_tree(est)
+        classify = has_classes(est)
         display = cls(
             [n.parent for n in nodes],
             [n.depth for n in nodes],

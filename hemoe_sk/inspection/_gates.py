@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._docstrings import fill_doc
-from ._common import import_pyplot, is_classifier_tree, labels, resolve, write_csv
+from ._common import has_classes, import_pyplot, labels, resolve, write_csv
 
 __all__ = ["export_gates", "moe_label_expert_matrix", "plot_expert_heatmap"]
 
@@ -19,7 +19,7 @@ def _predictions(est, X):
     """``(header, per-sample columns)`` of the estimator's prediction: the
     class and its probability for a classifier, the prediction(s) for a
     regressor."""
-    if is_classifier_tree(est):
+    if has_classes(est):
         proba = est.predict_proba(X)
         pred = proba.argmax(axis=1)
         rows = [[label, float(p[k])] for label, p, k in
@@ -122,7 +122,7 @@ def export_gates(estimator, X, y, path):
     ('label,predicted,expert_0,expert_1', 61)
     """
     est, X, gates, y = _moe_gates(estimator, X, y)
-    if is_classifier_tree(est):
+    if has_classes(est):
         predicted = labels(est.classes_, est.predict_proba(X).argmax(axis=1))
     else:
         predicted = np.asarray(est.predict(X), dtype=np.float64)

@@ -17,8 +17,8 @@ from .._docstrings import fill_doc
 from ._common import (
     check_y,
     final_estimator,
+    has_classes,
     import_pandas,
-    is_classifier_tree,
     labels,
     resolve,
     write_csv,
@@ -126,7 +126,7 @@ def explain_routes(estimator, X, *, top_k=3, as_frame=False):
     est, X = resolve(estimator, X)
     tree = est.tree_
     steps, leaf, leaf_out = walk_routes(tree, X)
-    classify = is_classifier_tree(est)
+    classify = has_classes(est)
     if classify:
         classes = est.classes_
         model_proba = est.predict_proba(X)
@@ -353,7 +353,7 @@ def export_routing(estimator, X, y, path):
         header, rows = _route_table(records, final.tree_.max_depth)
     if y is None:
         return write_csv(path, header, rows)
-    name = "label" if is_classifier_tree(final) else "target"
+    name = "label" if has_classes(final) else "target"
     y = np.asarray(y)
     if y.ndim == 2 and name == "target" and len(y) == len(rows):
         names = [f"{name}_{j}" for j in range(y.shape[1])]
