@@ -362,30 +362,6 @@ class HierarchicalEmbeddingMoEClassifier(
         X = self._validate_X(X)
         return self.tree_.predict_proba(X, routing=self.routing)
 
-    def explain_routes(self, X, *, top_k=3, as_frame=False):
-        """Route of every sample root to leaf, with the routing probabilities.
-
-        A thin wrapper of :func:`hemoe_sk.inspection.explain_routes` (see it
-        for the record's keys); :func:`hemoe_sk.inspection.format_route`
-        writes one record as text.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        top_k : int, default=3
-            Number of the leaf's most probable classes to report.
-        as_frame : bool, default=False
-            Return a pandas DataFrame instead of a list of records.
-
-        Returns
-        -------
-        records : list of dict, or pandas.DataFrame
-            One per sample; ``record["leaf"]`` equals ``apply(X)``.
-        """
-        from .inspection import explain_routes
-
-        return explain_routes(self, X, top_k=top_k, as_frame=as_frame)
-
     def export_text(self, decimals=3):
         """Readable tree: per node depth, size, class counts, the K search
         scores and the chosen K, and each leaf's training accuracy."""

@@ -209,8 +209,8 @@ _VALIDATED_ARRAYS = ("feature_names_in_",)
 _HEMOE = "hemoe_sk"
 # Where the skorch glue and the MoE module live (the first importable wins,
 # so files stay readable when a class moves between these modules).
-_NN_BUILD = ("hemoe_sk.nn.build", "hemoe_sk.nn.nets")
-_NN_TRAINING = ("hemoe_sk.nn.training", "hemoe_sk.nn.nets")
+_NN_BUILD = ("hemoe_sk.nn.build",)
+_NN_TRAINING = ("hemoe_sk.nn.training",)
 _NN_MOE = ("hemoe_sk.nn.moe", "hemoe_sk.moe")
 _NN_MODULES = ("hemoe_sk.nn.modules",)
 

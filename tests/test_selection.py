@@ -320,7 +320,7 @@ def split_tree(subclasses):
 
 
 def test_torch_routers_equal_the_routers_soft_assignment(split_tree, subclasses):
-    from hemoe_sk.nn.nets import embed
+    from hemoe_sk.nn import embed
     from hemoe_sk.refine import torch_router
 
     X, _ = subclasses
