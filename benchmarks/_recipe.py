@@ -85,8 +85,23 @@ def _describe(params):
     return repr({k: getattr(v, "__name__", v) for k, v in params.items()})
 
 
+def _defaults():
+    """The recipe's defaults in the code that ran (they changed while the
+    measurements were made: read them with each record)."""
+    import inspect
+
+    from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+    from hemoe_sk.nn import TabularEmbedder
+
+    est = HierarchicalEmbeddingMoEClassifier().get_params()
+    emb = inspect.signature(TabularEmbedder).parameters
+    return (f"patience={est['patience']}, max_epochs={est['max_epochs']}, "
+            f"lr={est['lr']}, frequency_scale={emb['frequency_scale'].default}")
+
+
 def _log(record):
     record.update({
+        "defaults": _defaults(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "threads": torch.get_num_threads(),
         "machine": platform.platform(),
@@ -193,6 +208,21 @@ def _small_reference():
     return ref
 
 
+def _early(record):
+    """The defaults of a record written before the log kept them (2026-12-05,
+    from the branch's history): patience 10 until 20:15, then 20; PLR
+    frequency_scale 0.1 until 20:48, then 0.03."""
+    if "defaults" in record:
+        return record["defaults"]
+    hhmm = record["date"][11:16]
+    if hhmm == "19:59":  # started 19:53 on a code state reverted at 19:56
+        return ("patience=10, frequency_scale=0.1, linear_skip=True with a "
+                "zero-initialised deep output (a variant, not a default)")
+    patience = 10 if hhmm < "20:15" else 20
+    scale = 0.1 if hhmm < "20:48" else 0.03
+    return f"patience={patience}, frequency_scale={scale} (by date)"
+
+
 def report():
     records = [json.loads(line) for line in LOG.read_text().splitlines() if line]
     lines = [
@@ -216,14 +246,14 @@ def report():
             continue
         lines += [f"## {title}", "",
                   f"| model | seed | train rows | params | {metric} | fit s | "
-                  "predict rows/s | epochs | best | hidden | leaves |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "predict rows/s | epochs | best | hidden | leaves | defaults | date |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(
                 f"| {r['model']} | {r['seed']} | {r['rows']:,} | `{r['params']}` | "
                 f"{r['score']:.4f} | {r['fit_s']:.1f} | {r['predict_rows_per_s']:,} | "
                 f"{r['epochs']} | {r['best_epoch']} | {r['hidden_dims']} | "
-                f"{r['n_leaves']} |"
+                f"{r['n_leaves']} | {_early(r)} | {r['date'][11:16]} |"
             )
         lines.append("")
     small = [r for r in records if r["task"] == "small"]
@@ -236,16 +266,17 @@ def report():
                   "| data set | 0.3 base | new base (per seed) | new mean | "
                   "difference | fit s (mean) | epochs (per seed) |",
                   "|---|---|---|---|---|---|---|"]
-        params = sorted({r["params"] for r in small})
-        for p in params:
+        groups = sorted({(r["params"], _early(r)) for r in small})
+        for p, defaults in groups:
             for name in SMALL_SETS:
-                rs = [r for r in small if r["data"] == name and r["params"] == p]
+                rs = [r for r in small if r["data"] == name and r["params"] == p
+                      and _early(r) == defaults]
                 if not rs:
                     continue
                 scores = [r["score"] for r in rs]
                 m, s = ref.get(name, (float("nan"), float("nan")))
                 lines.append(
-                    f"| {name} `{p}` | {m:.3f} ± {s:.3f} | "
+                    f"| {name} `{p}` {defaults} | {m:.3f} ± {s:.3f} | "
                     f"{', '.join(f'{v:.3f}' for v in scores)} | {np.mean(scores):.3f} | "
                     f"{np.mean(scores) - m:+.3f} | "
                     f"{np.mean([r['fit_s'] for r in rs]):.1f} | "

@@ -172,7 +172,7 @@ class PeriodicEmbedding(nn.Module):
     n_features : int
     d_embedding : int, default=16
     n_frequencies : int, default=16
-    frequency_scale : float, default=0.1
+    frequency_scale : float, default=0.03
         Standard deviation of the initial frequencies (on robustly scaled
         inputs).
 
@@ -184,7 +184,7 @@ class PeriodicEmbedding(nn.Module):
     """
 
     def __init__(self, n_features, d_embedding=16, n_frequencies=16,
-                 frequency_scale=0.1):
+                 frequency_scale=0.03):
         super().__init__()
         self.frequencies = nn.Parameter(
             torch.randn(n_features, n_frequencies) * float(frequency_scale)
@@ -231,7 +231,7 @@ class TabularEmbedder(nn.Module):
         the scaled values go to the MLP directly (e.g. flat pixels).
     d_embedding : int, default=16
     n_frequencies : int, default=16
-    frequency_scale : float, default=0.1
+    frequency_scale : float, default=0.03
     linear_skip : bool, default=False
         Add a linear function of the scaled inputs to the output (a "wide
         and deep" skip).
@@ -245,7 +245,7 @@ class TabularEmbedder(nn.Module):
 
     def __init__(self, n_features, n_classes, hidden_dims=None, dropout=0.1,
                  numerical_features=None, numerical_embedding="auto", d_embedding=16,
-                 n_frequencies=16, frequency_scale=0.1, linear_skip=False):
+                 n_frequencies=16, frequency_scale=0.03, linear_skip=False):
         super().__init__()
         n_features = int(n_features)
         hidden_dims = (128, 128) if hidden_dims is None else tuple(hidden_dims)
