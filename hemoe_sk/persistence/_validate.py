@@ -122,6 +122,19 @@ class _Validator:
                 self.net_width(net, width, f"{name}.estimators_")
         if "net_" in state:
             self.net_width(state["net_"], width, f"{name}.net_")
+        n_features = state.get("n_features_in_")
+        if n_features is not None and not _int(n_features, 1, 2**31):
+            raise self.fail(f"{name}.n_features_in_ is {n_features!r:.40}.")
+        for attr in ("net_", "embedder_", "base_net_"):
+            net = state.get(attr)
+            while _build(net) == "expert_net":
+                net = net.parent_net_
+            wants = getattr(net, "get_params", dict)(deep=False).get("module__n_features")
+            if n_features is not None and wants is not None and wants != n_features:
+                raise self.fail(
+                    f"{name}.{attr} reads {wants} features where the model has "
+                    f"{n_features}."
+                )
         for attr in ("reconstruction_scale_", "noise_variance_"):
             value = state.get(attr)
             if value is not None and not np.isfinite(np.asarray(value, float)).all():
