@@ -198,7 +198,8 @@ def load(path, *, trusted=None, device=None, max_size=None):
             )
         reader = Reader(zf, manifest, trusted, shown, device)
         try:
-            estimator = validate(reader.decode(manifest.get("root")), shown)
+            root = reader.decode(manifest.get("root"))
+            estimator = validate(root, shown, reader.built)
         except (ModelFileError, UntrustedTypeError):
             raise
         except RecursionError:

@@ -73,6 +73,17 @@ _ST_DTYPES = {
     "BOOL": ("bool", 1),
 }
 _MAX_DIM = 2**40
+#: What zipfile raises on a damaged archive (a flipped bit in a header can
+#: ask for an unknown zip version: NotImplementedError).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    struct.error,
+)
 
 
 def first_line(exc):
@@ -164,7 +175,7 @@ def open_archive(path, max_size=None):
         zf = zipfile.ZipFile(path, "r")
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except _ZIP_ERRORS as exc:
         raise fail(
             shown,
             "not a hemoe_sk model file, or the file is truncated or corrupted "
@@ -314,13 +325,13 @@ class MemberReader:
             raise fail(
                 self.shown, f"member {name!r} is missing (truncated file?)."
             ) from None
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+        except _ZIP_ERRORS as exc:
             raise fail(self.shown, f"member {name!r} is corrupted ({exc}).") from None
 
     def _read(self, f, n, name):
         try:
             return f.read(n)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+        except _ZIP_ERRORS as exc:
             raise fail(self.shown, f"member {name!r} is corrupted ({exc}).") from None
 
     def _finish(self, f, head, info, name):

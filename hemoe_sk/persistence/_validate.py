@@ -13,12 +13,15 @@ mispredict silently at ``predict``:
 * output widths agree: the tree's ``n_classes`` is ``len(classes_)`` (or
   ``n_outputs_``), every net built with ``module__n_classes`` says the same,
   constant and scikit-learn experts too;
-* target scales are finite and positive, class labels unique.
+* target scales are finite and positive, class labels unique;
+* every scikit-learn part runs once on two rows of zeros (its restored
+  attributes are of the kinds its methods need).
 """
 
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
@@ -88,6 +91,12 @@ class _Validator:
     def estimator(self, est):
         name = _name(est)
         state = vars(est) if hasattr(est, "__dict__") else {}
+        codec = codec_of(type(est))
+        fitted = [a for a in (*codec.arrays, *codec.values, "n_features_in_") if a in state]
+        if fitted:
+            missing = [a for a in _REQUIRED.get(name, ()) if a not in state]
+            if missing:
+                raise self.fail(f"the fitted {name} lacks {missing}.")
         width = None
         if "classes_" in state:
             classes = state["classes_"]
@@ -135,10 +144,18 @@ class _Validator:
                     f"{name}.{attr} reads {wants} features where the model has "
                     f"{n_features}."
                 )
+        if "module_" in state and _build(state["module_"]) != "module":
+            raise self.fail(f"{name}.module_ is not a saved torch module.")
         for attr in ("reconstruction_scale_", "noise_variance_"):
             value = state.get(attr)
-            if value is not None and not np.isfinite(np.asarray(value, float)).all():
-                raise self.fail(f"{name}.{attr} is not finite.")
+            if value is None:
+                continue
+            if not (
+                isinstance(value, numbers.Real)
+                and not isinstance(value, bool)
+                and 1e-30 <= value <= 1e30
+            ):
+                raise self.fail(f"{name}.{attr} is not a positive finite number.")
         centers = state.get("cluster_centers_")
         if centers is not None and (
             centers.ndim != 2 or not np.isfinite(centers).all()
@@ -146,6 +163,7 @@ class _Validator:
             raise self.fail(f"{name}.cluster_centers_ is not a finite 2-D array.")
         if name in _HIERARCHIES and "tree_" in state:
             self.tree(state["tree_"], width, name)
+            self.route_zeros(state, name)
 
     def net_width(self, net, width, where):
         """A net's output width (``module__n_classes``) must be ``width``."""
@@ -200,6 +218,36 @@ class _Validator:
                 stack.append(child)
         if len(seen) != n:
             raise self.fail(f"{n - len(seen)} nodes are not reachable from the root.")
+
+    def route_zeros(self, state, name):
+        """Embed two rows of zeros at every inner node and route them: the
+        router reads what the node's network embeds (widths agree)."""
+        from hemoe_sk.nn.inference import embed
+
+        n = state.get("n_features_in_")
+        root = state["tree_"].nodes[0].embedder
+        while _build(root) == "expert_net":
+            root = root.parent_net_
+        if n is None or root.get_params(deep=False).get("module__n_features") != n:
+            return  # the width is not known from the real weights
+        X = np.zeros((2, n), dtype=np.float32)
+        for node in state["tree_"].nodes:
+            if node.router is None:
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    E = embed(node.embedder, X)
+                    proba = node.router.predict_proba(E)
+                    labels = node.router.predict(E)
+            except Exception as exc:  # noqa: BLE001 - any mismatch of the parts
+                raise self.fail(
+                    f"node {node.node_id}'s router cannot route its network's "
+                    f"embeddings ({type(exc).__name__}: {str(exc)[:160]})."
+                ) from None
+            k = len(node.children)
+            if np.shape(proba) != (2, k) or not all(0 <= lab < k for lab in labels):
+                raise self.fail(f"node {node.node_id}'s router gives other routes.")
 
     def node(self, node, n_classes):
         i = node.node_id
@@ -285,8 +333,69 @@ class _Validator:
             raise self.fail(f"node {i}'s classifier is a {type(expert).__name__}.")
 
 
-def validate(estimator, path):
+#: Fitted attributes a fitted estimator (one with any fitted attribute) needs
+#: to predict.
+_REQUIRED = {
+    "HierarchicalEmbeddingMoEClassifier": ("classes_", "embedder_", "tree_"),
+    "HierarchicalEmbeddingMoERegressor": (
+        "y_mean_", "y_scale_", "n_outputs_", "embedder_", "tree_",
+    ),
+    "MixtureOfExpertsClassifier": ("classes_", "net_"),
+    "MixtureOfExpertsRegressor": ("y_mean_", "y_scale_", "n_outputs_", "net_"),
+    "FineTunedEnsembleClassifier": ("classes_", "estimators_"),
+    "DECClusterer": ("autoencoder_", "cluster_centers_"),
+    "MixtureOfAutoencodersClusterer": ("autoencoder_", "module_"),
+    "NeighborVoteRouter": ("nn_", "labels_"),
+    "BalancedKMeans": ("cluster_centers_",),
+    "ClassGroupClusterer": ("head_", "group_of_class_"),
+    "WithinClassClusterer": ("subcluster_centers_", "subcluster_group_"),
+}
+
+_METHODS = ("predict_proba", "predict", "transform", "decision_function")
+
+
+def _smoke(obj, path):
+    """Run a fitted scikit-learn part on two rows of zeros: its fitted
+    attributes are data of the right kinds, or this refuses the file (rather
+    than ``predict`` failing later)."""
+    n = vars(obj).get("n_features_in_")
+    if not _int(n, 1, 10**6):
+        return
+    dtype = next(  # the dtype it was fitted on (KMeans keeps float32 as is)
+        (
+            v.dtype
+            for k, v in vars(obj).items()
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.ndim == 2
+        ),
+        np.float64,
+    )
+    X = np.zeros((2, n), dtype=dtype)
+    for method in _METHODS:
+        fn = getattr(obj, method, None)
+        if fn is None:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn(X)
+        except Exception as exc:  # noqa: BLE001 - any failure of the restored state
+            raise fail(
+                path,
+                f"the restored {type(obj).__name__} does not work "
+                f"({type(exc).__name__}: {str(exc)[:160]}).",
+            ) from None
+        return
+
+
+def validate(estimator, path, built=()):
     """Refuse a decoded model whose parts do not fit together (see the
-    module docstring); returns ``estimator``."""
+    module docstring); returns ``estimator``.
+
+    ``built`` are the ``(codec, object)`` pairs the reader built: every
+    scikit-learn part among them is run once on zeros.
+    """
+    for codec, obj in built:
+        if codec.build in ("sklearn", "refit"):
+            _smoke(obj, path)
     _Validator(path).root(estimator)
     return estimator
