@@ -26,6 +26,7 @@ from hemoe_sk import (
     HierarchicalEmbeddingMoERegressor,
     MixtureOfAutoencodersClusterer,
     MixtureOfExpertsClassifier,
+    MixtureOfExpertsRegressor,
     save,
 )
 
@@ -62,6 +63,9 @@ MODELS = {
     "lora": lambda: _tree(expert="lora", expert_kl=0.5),
     "residual": lambda: _tree(expert="residual"),
     "reg": lambda: _tree(HierarchicalEmbeddingMoERegressor),
+    "moereg": lambda: MixtureOfExpertsRegressor(
+        n_experts=3, expert_hidden=(4,), gate_hidden=(), max_epochs=2, random_state=0
+    ),
     "moe": lambda: MixtureOfExpertsClassifier(
         n_experts=3, expert_hidden=(4,), gate_hidden=(), max_epochs=2, random_state=0
     ),
@@ -89,7 +93,7 @@ def fit_models():
             est = make()
             if name == "mixae":
                 est.fit(X)
-            elif name == "reg":
+            elif name in ("reg", "moereg"):
                 est.fit(X, X[:, :2] @ np.array([[1.0], [-2.0]], dtype=np.float32))
             else:
                 est.fit(X, y)

@@ -183,17 +183,28 @@ NET_SUBPARAMS = {
 
 
 def module_arg_names(module_cls):
-    """The constructor arguments of a module class (``module__*`` names)."""
-    try:
-        params = inspect.signature(module_cls).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return set(), False
-    names = {
-        n
-        for n, p in params.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-    return names, any(p.kind is p.VAR_KEYWORD for p in params.values())
+    """The constructor arguments of a module class (``module__*`` names),
+    those its ``**kwargs`` forwards to its bases included, and whether the
+    most-derived constructor takes ``**kwargs``."""
+    names, var_kw = set(), None
+    for klass in module_cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None or klass.__module__.startswith("torch"):
+            continue
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):  # pragma: no cover - builtins
+            continue
+        names |= {
+            n
+            for n, p in params.items()
+            if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        var_kw = kw if var_kw is None else var_kw
+        if not kw:
+            break  # its bases' arguments are not reachable from here
+    return names, bool(var_kw)
 
 
 def check_module_args(module_cls, args, *, trusted_cls=False):
