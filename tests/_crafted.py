@@ -646,6 +646,28 @@ def _manifest_deep(blob):
     return pack({**members, "manifest.json": b"[" * 200_000 + b"]" * 200_000})
 
 
+@crafted_edit("member-referenced-twice", 3)
+def _shared_member(meta, members):
+    # one small member read again for every reference: loading work that
+    # grows with references, not with the file
+    classes = meta["objects"][0]["arrays"]["classes_"]
+    for node in nodes(meta):
+        node["init"]["class_counts"] = dict(classes)
+
+
+@craft("manifest-many-containers", 3)
+def _manifest_containers(blob):
+    # the most Python objects a manifest under the cap parses to
+    members, meta = unpack(blob)
+    meta["objects"] = "__objects__"
+    text = json.dumps(meta)
+    room = 2 * 2**20 - len(text) - 64
+    filler = "[" + ",".join(["[]"] * (room // 3)) + "]"
+    text = text.replace('"__objects__"', filler)
+    # stored: deflated, the filler would be refused for its compression ratio
+    return pack({**members, "manifest.json": text.encode()}, compression=zipfile.ZIP_STORED)
+
+
 @crafted_edit("too-many-objects", 3)
 def _many_objects(meta, members):
     meta["objects"].extend({"class": "FiniteLossGuard", "init": {}} for _ in range(60_000))

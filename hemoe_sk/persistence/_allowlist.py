@@ -17,6 +17,7 @@ loading would refuse) and the reader (anything else in a file is refused).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -182,6 +183,7 @@ NET_SUBPARAMS = {
 }
 
 
+@functools.lru_cache(maxsize=256)
 def module_arg_names(module_cls):
     """The constructor arguments of a module class (``module__*`` names),
     those its ``**kwargs`` forwards to its bases included, and whether the

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -84,6 +85,18 @@ _ZIP_ERRORS = (
     NotImplementedError,
     struct.error,
 )
+
+
+def json_loads(text, **kwargs):
+    """``json.loads`` with the garbage collector paused: a manifest of many
+    small containers otherwise triggers a collection every few hundred."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(text, **kwargs)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def first_line(exc):
@@ -231,7 +244,7 @@ def _read_manifest(zf, shown):
             raw = f.read(MAX_MANIFEST + 1)
         if len(raw) > MAX_MANIFEST:
             raise ValueError(f"{MANIFEST} inflates beyond {MAX_MANIFEST} bytes")
-        return json.loads(raw.decode("utf-8"))
+        return json_loads(raw.decode("utf-8"))
     except RecursionError:
         raise fail(shown, f"its {MANIFEST} is nested too deeply.") from None
     except Exception as exc:  # noqa: BLE001 - any bad manifest
@@ -309,6 +322,7 @@ class MemberReader:
         self.zf = zf
         self.members = members
         self.shown = shown
+        self.used = set()  # a file references each member once
 
     def _info(self, name, suffix):
         info = self.members.get(name) if isinstance(name, str) else None
@@ -316,6 +330,13 @@ class MemberReader:
             raise fail(self.shown, f"member {name!r:.100} is not listed in the manifest.")
         if not name.endswith(suffix):
             raise fail(self.shown, f"{name!r} is not a {suffix} member.")
+        if (name, suffix) in self.used:
+            raise fail(
+                self.shown,
+                f"member {name!r} is referenced twice (save writes each array and "
+                "state dict once; a shared member would multiply the work of loading).",
+            )
+        self.used.add((name, suffix))
         return info
 
     def _open(self, name):
@@ -362,7 +383,7 @@ class MemberReader:
                 }.get(version)
                 if read_header is None:
                     raise ValueError(f"unsupported .npy version {version}")
-                shape, _, dtype = read_header(buf, max_header_size=MAX_NPY_HEADER)
+                shape, fortran, dtype = read_header(buf, max_header_size=MAX_NPY_HEADER)
             except Exception as exc:  # noqa: BLE001 - any bad header
                 raise fail(
                     self.shown, f"array {name!r} has a bad header ({exc})."
@@ -382,11 +403,13 @@ class MemberReader:
                 raise fail(
                     self.shown, f"array {name!r} does not match its declared shape."
                 )
+            start = buf.tell()
             data = self._finish(f, head, info, name)
-        try:
-            return np.load(io.BytesIO(data), allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001
-            raise fail(self.shown, f"array {name!r} was refused ({exc}).") from None
+        # the header is parsed and checked: the body is dtype x shape bytes
+        flat = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start)
+        return flat.reshape(shape, order="F" if fortran else "C").copy(
+            order="F" if fortran else "C"
+        )
 
     # -- safetensors -------------------------------------------------------------
     def _parse_header(self, raw, body_size, name):
@@ -396,7 +419,7 @@ class MemberReader:
                 raise ValueError("duplicate keys")
             return dict(pairs)
 
-        header = json.loads(raw, object_pairs_hook=no_duplicates)
+        header = json_loads(raw, object_pairs_hook=no_duplicates)
         if not isinstance(header, dict):
             raise ValueError("the header is not an object")
         meta = header.pop("__metadata__", {})

@@ -16,6 +16,7 @@ only those fixed modules, never a name read from a file.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 
@@ -384,6 +385,7 @@ for _codec in CODECS:
 del _codec
 
 
+@functools.lru_cache(maxsize=None)
 def resolve(codec):
     """The class a codec describes, from its fixed list of modules."""
     for module in codec.modules:
@@ -400,6 +402,7 @@ def resolve(codec):
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def codec_of(cls):
     """The codec of exactly ``cls`` (not of a subclass), or None.
 

@@ -34,7 +34,7 @@ MAX_MEMBERS = 32_768
 #: Largest central directory (the zip's table of members) accepted, in bytes.
 MAX_CENTRAL_DIRECTORY = 8 * 2**20
 #: Largest ``manifest.json``, in bytes.
-MAX_MANIFEST = 4 * 2**20
+MAX_MANIFEST = 2 * 2**20
 #: Most object records in a manifest.
 MAX_OBJECTS = 50_000
 #: Largest JSON header of a ``.safetensors`` member, in bytes.

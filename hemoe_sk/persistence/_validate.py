@@ -15,7 +15,9 @@ mispredict silently at ``predict``:
   constant and scikit-learn experts too;
 * target scales are finite and positive, class labels unique;
 * every scikit-learn part runs once on two rows of zeros (its restored
-  attributes are of the kinds its methods need).
+  attributes are of the kinds its methods need), and so does the whole
+  model: a hierarchy node by node (every router and every leaf's expert,
+  not only the path the zeros take).
 """
 
 from __future__ import annotations
@@ -132,9 +134,9 @@ class _Validator:
         if "net_" in state:
             self.net_width(state["net_"], width, f"{name}.net_")
         n_features = state.get("n_features_in_")
-        if n_features is not None and not _int(n_features, 1, 2**31):
+        if "n_features_in_" in state and not _int(n_features, 1, 2**31):
             raise self.fail(f"{name}.n_features_in_ is {n_features!r:.40}.")
-        for attr in ("net_", "embedder_", "base_net_"):
+        for attr in ("net_", "embedder_", "base_net_", "autoencoder_"):
             net = state.get(attr)
             while _build(net) == "expert_net":
                 net = net.parent_net_
@@ -144,8 +146,15 @@ class _Validator:
                     f"{name}.{attr} reads {wants} features where the model has "
                     f"{n_features}."
                 )
-        if "module_" in state and _build(state["module_"]) != "module":
-            raise self.fail(f"{name}.module_ is not a saved torch module.")
+        if "module_" in state:
+            if _build(state["module_"]) != "module":
+                raise self.fail(f"{name}.module_ is not a saved torch module.")
+            first = next(
+                (m for m in state["module_"].modules() if hasattr(m, "in_features")),
+                None,
+            )
+            if first is not None and n_features not in (None, first.in_features):
+                raise self.fail(f"{name}.module_ reads {first.in_features} features.")
         for attr in ("reconstruction_scale_", "noise_variance_"):
             value = state.get(attr)
             if value is None:
@@ -220,33 +229,43 @@ class _Validator:
             raise self.fail(f"{n - len(seen)} nodes are not reachable from the root.")
 
     def route_zeros(self, state, name):
-        """Embed two rows of zeros at every inner node and route them: the
-        router reads what the node's network embeds (widths agree)."""
+        """Two rows of zeros through every node, as ``predict`` walks them:
+        each inner node's router reads its network's embeddings, each leaf's
+        expert gives the tree's outputs (widths agree everywhere, not only on
+        the path some input happens to take)."""
         from hemoe_sk.nn.inference import embed
 
         n = state.get("n_features_in_")
-        root = state["tree_"].nodes[0].embedder
+        tree = state["tree_"]
+        root = tree.nodes[0].embedder
         while _build(root) == "expert_net":
             root = root.parent_net_
         if n is None or root.get_params(deep=False).get("module__n_features") != n:
             return  # the width is not known from the real weights
         X = np.zeros((2, n), dtype=np.float32)
-        for node in state["tree_"].nodes:
-            if node.router is None:
-                continue
+        rows = np.arange(2)
+        for node in tree.nodes:
+            leaf = node.router is None
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    E = embed(node.embedder, X)
-                    proba = node.router.predict_proba(E)
-                    labels = node.router.predict(E)
+                    needs_e = not leaf or node.classifier.needs_embedding
+                    E = embed(node.embedder, X) if needs_e else None
+                    if leaf:
+                        out = node.classifier.predict_proba(X, rows, E)
+                    else:
+                        out = node.router.predict_proba(E)
+                        labels = node.router.predict(E)
             except Exception as exc:  # noqa: BLE001 - any mismatch of the parts
+                what = "expert" if leaf else "router"
                 raise self.fail(
-                    f"node {node.node_id}'s router cannot route its network's "
-                    f"embeddings ({type(exc).__name__}: {str(exc)[:160]})."
+                    f"node {node.node_id}'s {what} does not fit its network "
+                    f"({type(exc).__name__}: {str(exc)[:160]})."
                 ) from None
-            k = len(node.children)
-            if np.shape(proba) != (2, k) or not all(0 <= lab < k for lab in labels):
+            width = tree.n_classes if leaf else len(node.children)
+            if np.shape(out) != (2, width) or not np.isfinite(out).all():
+                raise self.fail(f"node {node.node_id} gives outputs of another width.")
+            if not leaf and not all(0 <= lab < width for lab in labels):
                 raise self.fail(f"node {node.node_id}'s router gives other routes.")
 
     def node(self, node, n_classes):
@@ -369,6 +388,8 @@ def _smoke(obj, path):
         ),
         np.float64,
     )
+    if _build(obj) == "estimator":
+        dtype = np.float32  # hemoe_sk's estimators cast to float32 themselves
     X = np.zeros((2, n), dtype=dtype)
     for method in _METHODS:
         fn = getattr(obj, method, None)
@@ -398,4 +419,10 @@ def validate(estimator, path, built=()):
         if codec.build in ("sklearn", "refit"):
             _smoke(obj, path)
     _Validator(path).root(estimator)
+    if (
+        _build(estimator) == "estimator"
+        and "n_features_in_" in vars(estimator)
+        and _name(estimator) not in _HIERARCHIES  # walked node by node instead
+    ):
+        _smoke(estimator, path)  # the whole model, on two rows of zeros
     return estimator
