@@ -385,7 +385,7 @@ for _codec in CODECS:
 del _codec
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resolve(codec):
     """The class a codec describes, from its fixed list of modules."""
     for module in codec.modules:
