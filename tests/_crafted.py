@@ -329,6 +329,21 @@ def _duplicate(blob):
     return buf.getvalue()
 
 
+@craft("many-duplicate-members", 3)
+def _many_duplicates(blob):
+    # 30,000 entries of one name (under the member cap): the duplicate check
+    # must be linear, not quadratic
+    members, _ = unpack(blob)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("manifest.json", members["manifest.json"])
+            for _ in range(30_000):
+                zf.writestr("arrays/0.npy", b"")
+    return buf.getvalue()
+
+
 @craft("unlisted-member", 0)
 def _unlisted(blob):
     members, meta = unpack(blob)
@@ -788,6 +803,7 @@ crafted_edit("device-tag-meta", 4)(
 )
 crafted_edit("root-a-class", 4)(lambda m, _: m.update(root={"$class": "torch.optim.SGD"}))
 crafted_edit("root-a-number", 4)(lambda m, _: m.update(root=42))
+crafted_edit("root-null", 4)(lambda m, _: m.update(root=None))
 
 
 @crafted_edit("root-a-node", 4)
