@@ -307,9 +307,9 @@ class Reader:
             return "cuda" if torch.cuda.is_available() else "cpu"
         return saved
 
-    def _load_weights(self, part, state, what):
+    def _load_weights(self, part, state, what, assign=False):
         try:
-            part.load_state_dict(state, strict=True)
+            part.load_state_dict(state, strict=True, assign=assign)
         except RuntimeError as exc:
             raise self.fail(
                 f"weights do not fit the {what} ({first_line(exc):.200})."
@@ -407,11 +407,24 @@ class Reader:
                 f"file's parameters (first differences: {wrong[:3]})."
             )
         net = self._construct(cls, params, record)
-        self._initialize(net, codec.name, _from_probe(probe, real, module))
-        if "module" in saved:
-            state = self.members.tensors(saved["module"], real)
+        state = self.members.tensors(saved["module"], real) if "module" in saved else {}
+        ready = self._assign(probe, state, real, module)
+        self._initialize(net, codec.name, ready)
+        if ready is None and state:
             self._load_weights(net.module_, state, "module")
         return self._finish_net(net, record, codec, saved, headers)
+
+    def _assign(self, probe, state, real, module_cls):
+        """The probed (meta) module holding the file's tensors themselves
+        (``load_state_dict(assign=True)``: no second allocation, no random
+        init), when they are all of its parameters and buffers; else None."""
+        if module_cls.__module__.split(".")[0] != "hemoe_sk":
+            return None  # a trusted class of yours is built as you wrote it
+        names = {n for n, _ in (*probe.named_parameters(), *probe.named_buffers())}
+        if names != set(real):
+            return None
+        self._load_weights(probe, state, module_cls.__name__, assign=True)
+        return probe
 
     def _recipe(self, record):
         recipe = record.get("recipe")
@@ -510,14 +523,12 @@ class Reader:
             raise self.fail(f"{codec.name} cannot be rebuilt ({exc}).") from None
         if shapes_of(probe.state_dict()) != real:
             raise self.fail(f"weights do not fit the module {codec.name}.")
-        names = {n for n, _ in (*probe.named_parameters(), *probe.named_buffers())}
-        if names == set(real):  # every value comes from the file: no init needed
-            module = probe.to_empty(device="cpu")
-        else:
+        state = self.members.tensors(member, real) if member is not None else {}
+        module = self._assign(probe, state, real, cls)
+        if module is None:
             with torch.random.fork_rng(devices=[]):
                 module = build(cls, args)
-        if member is not None:
-            self._load_weights(module, self.members.tensors(member, real), codec.name)
+            self._load_weights(module, state, codec.name)
         return module.to(self._target_device(record.get("device")))
 
     def _random_state(self, record, codec, cls):
@@ -531,17 +542,6 @@ class Reader:
         except (KeyError, TypeError, ValueError) as exc:
             raise self.fail(f"bad RandomState ({exc}).") from None
         return rs
-
-
-def _from_probe(probe, real, module_cls):
-    """The probed module with uninitialised memory, when loading fills all of
-    it (its state dict is every parameter and buffer); else None."""
-    if module_cls.__module__.split(".")[0] != "hemoe_sk":
-        return None  # a trusted class of yours is built as you wrote it
-    names = {n for n, _ in (*probe.named_parameters(), *probe.named_buffers())}
-    if names != set(real):
-        return None
-    return probe.to_empty(device="cpu")
 
 
 def _real(value):
