@@ -29,6 +29,7 @@ from ._codecs import codec_of
 from ._errors import MAX_N_JOBS
 
 __all__ = [
+    "NET_CALLBACKS",
     "NET_PARAMS",
     "NET_SUBPARAMS",
     "SKLEARN_STATE",
@@ -110,6 +111,11 @@ def _class_of_role(role):
     return check
 
 
+#: The skorch callbacks a net may carry (each also needs an ``init`` codec in
+#: ``_codecs.CODECS``). Extend here.
+NET_CALLBACKS = ("FiniteLossGuard", "_EpochProgress")
+
+
 def _callbacks(value):
     if not isinstance(value, (list, tuple)) or len(value) > 16:
         return False
@@ -120,7 +126,7 @@ def _callbacks(value):
         codec = codec_of(type(callback))
         if not isinstance(name, str) or codec is None:
             return False
-        if codec.name not in ("FiniteLossGuard", "_EpochProgress"):
+        if codec.name not in NET_CALLBACKS:
             return False
     return True
 

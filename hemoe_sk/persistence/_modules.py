@@ -49,7 +49,12 @@ def shapes_of(state):
 def int_caps(header):
     """(largest integer, longest sequence) a module argument may hold, from
     the real tensors: every size a module is built from shows up as a
-    dimension of its weights, every layer list is shorter than its tensors."""
+    dimension of its weights, every layer list is shorter than its tensors.
+
+    A new module class whose constructor takes an integer that is neither a
+    dimension of its weights nor at most 16 (a sequence length, say) needs
+    that argument exempted here.
+    """
     dims = [s for entry in header.values() for s in entry["shape"]]
     return max([16, *dims]), len(header) + 3
 
