@@ -91,13 +91,20 @@ def test_expert_trees_of_every_kind_round_trip():
 
     from hemoe_sk import HierarchicalEmbeddingMoEClassifier, save
 
+    from hemoe_sk.nn import ConvEmbedder
+
+    conv = dict(
+        embedder=ConvEmbedder, embedder__image_shape=(1, 1, 5),
+        embedder__channels=(2,), embedder__embedding_dim=4,
+    )
     for params in (
-        dict(expert="lora"),
-        dict(expert="residual", expert_kl=0.3),
-        dict(expert_kl=0.5),
+        dict(expert="lora", embedder__hidden_dims=(4,)),
+        dict(expert="residual", expert_kl=0.3, embedder__hidden_dims=(4,)),
+        dict(expert_kl=0.5, embedder__hidden_dims=(4,)),
+        dict(expert="lora", **conv),  # LoRA adapters on convolutions
     ):
         est = HierarchicalEmbeddingMoEClassifier(
-            max_epochs=2, expert_max_epochs=1, embedder__hidden_dims=(4,),
+            max_epochs=2, expert_max_epochs=1,
             max_depth=2, n_clusters_grid=(2,), clusterer=KMeans(n_init=1),
             min_cluster_size=3, split_test="none", random_state=0, **params,
         )
