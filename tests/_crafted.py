@@ -457,6 +457,13 @@ crafted_edit("moe-huge-classes", 2, "moe")(
 crafted_edit("moe-huge-experts", 2, "moe")(
     _set_param(_NET, "module__n_experts", 10**7)
 )
+# found by the fuzz test: int(1e308) experts, built one by one on meta
+crafted_edit("moe-float-experts", 2, "moereg")(
+    _set_param("HemoeNeuralNetRegressor", "module__n_experts", 1e308)
+)
+crafted_edit("moe-string-experts", 2, "moe")(
+    _set_param(_NET, "module__n_experts", "1000000000")
+)
 
 
 def _mixae_args(**changes):

@@ -90,7 +90,6 @@ def test_expert_trees_of_every_kind_round_trip():
     from sklearn.cluster import KMeans
 
     from hemoe_sk import HierarchicalEmbeddingMoEClassifier, save
-
     from hemoe_sk.nn import ConvEmbedder
 
     conv = dict(

@@ -8,6 +8,7 @@ hemoe_sk's modules are imported here only when :func:`save` or
 from __future__ import annotations
 
 import importlib
+import math
 import numbers
 import warnings
 
@@ -76,11 +77,18 @@ def check_caps(value, caps, name="argument"):
             if why:
                 return why
         return None
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        if not -1 <= value <= biggest:
+    if isinstance(value, str):  # a module may call int() on it
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        # floats too: int(1e308) experts would loop as long as 10^308 ints
+        low = -1 if isinstance(value, numbers.Integral) else -biggest
+        if not (math.isfinite(value) and low <= value <= biggest):
             return (
-                f"{name}={value} is larger than any dimension of the saved weights "
-                f"({biggest})"
+                f"{name}={value!r:.40} is larger than any dimension of the saved "
+                f"weights ({biggest})"
             )
     return None
 
