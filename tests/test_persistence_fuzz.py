@@ -11,8 +11,10 @@ shape exchanged), so a loaded one must predict cleanly: finite
 probabilities, rows summing to one, no exception.
 """
 
+import contextlib
 import io
 import json
+import signal
 import time
 import warnings
 
@@ -27,6 +29,8 @@ SEED = 0
 #: Mutations per model and kind, and a wall-clock cap per kind (seconds).
 BUDGET = {"flip": 60, "truncate": 25, "swap": 25, "swap-declared": 25, "json": 150}
 SECONDS = 4.0
+#: Longest a single load may take (it found a float n_experts of 1e308).
+LOAD_SECONDS = 5.0
 #: Mutations that rewrite the digests as an attacker would: the result may be
 #: another valid model, which must then predict cleanly.
 _EDITS = ("json", "swap-declared")
@@ -54,8 +58,31 @@ def _outputs(est):
     return est.predict(X)
 
 
+class _Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds):
+    """Fail (instead of hanging the test run) when a load takes longer."""
+    if not hasattr(signal, "SIGALRM"):  # pragma: no cover - Windows
+        yield
+        return
+
+    def expired(*_):
+        raise _Hang(f"loading took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _load(blob):
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _deadline(LOAD_SECONDS):
         warnings.simplefilter("ignore")
         return load(io.BytesIO(blob))
 
