@@ -37,6 +37,7 @@ _EDITS = ("json", "swap-declared")
 
 _VALUES = [
     None, True, False, 0, 1, -1, 2, 3, 10**9, -(10**9), 2**63, 0.5, 1e308, -1e-308,
+    1e9, 2.5, -3.0, "1000000000", "3",
     "", "meta", "cuda", "auto", "x" * 200, [], [0], [0, 1, 2], {}, {"$ref": 0},
     {"$ref": 10**6}, {"$class": "os:system"}, {"$class": "torch.optim.SGD"},
     {"$float": "nan"}, {"$float": "inf"}, {"$tuple": [10**6]}, {"$array": "arrays/0.npy"},
