@@ -428,7 +428,7 @@ def build_parser():
     )
     fit.add_argument("--max-depth", type=int, default=2)
     fit.add_argument("--routing", choices=("hard", "soft"), default="soft")
-    fit.add_argument("--max-epochs", type=int, default=40)
+    fit.add_argument("--max-epochs", type=int, default=100)
     fit.add_argument("--device", default="cpu")
     _add_run_options(fit, verbose=1)
 

@@ -10,6 +10,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from _helpers import CLASSIC_NET
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.datasets import load_digits, make_classification
@@ -62,7 +63,7 @@ def _fit(est, X, y):
         return est.fit(X, y)
 
 
-TAB = dict(
+TAB = dict(**CLASSIC_NET,
     clusterer=KMeans(n_init=3),
     n_clusters_grid=(2, 3),
     split_test="none",

@@ -30,6 +30,10 @@ TINY = dict(
     max_epochs=15,
     lr=0.03,
     batch_size=64,
+    # 0.3's training: the accuracy floors below were set with it.
+    optimizer=torch.optim.Adam,
+    early_stopping=0.0,
+    lr_schedule="constant",
     random_state=0,
 )
 

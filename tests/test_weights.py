@@ -44,15 +44,16 @@ CLASSIFIERS = (
 #: gate noise, no split of the rows).
 FULL_BATCH = {
     HierarchicalEmbeddingMoEClassifier: dict(
-        max_depth=0, max_epochs=15, lr=0.01, batch_size=4096,
+        max_depth=0, max_epochs=15, lr=0.01, batch_size=4096, early_stopping=0.0,
         embedder__hidden_dims=(16,), embedder__dropout=0.0, random_state=0,
     ),
     MixtureOfExpertsClassifier: dict(
         n_experts=2, expert_hidden=(8,), gate_hidden=(), max_epochs=15,
-        batch_size=4096, random_state=0,
+        batch_size=4096, early_stopping=0.0, random_state=0,
     ),
     FineTunedEnsembleClassifier: dict(
         n_estimators=2, max_epochs=10, finetune_epochs=3, lr=0.01, batch_size=4096,
+        early_stopping=0.0,
         embedder__hidden_dims=(16,), embedder__dropout=0.0, random_state=0,
     ),
 }

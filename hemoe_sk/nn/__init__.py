@@ -21,6 +21,7 @@ from .experts import (
 )
 from .inference import embed, predict_proba
 from .modules import AutoEncoder, ConvEmbedder, LinearHead, MLPEmbedder
+from .recipe import PeriodicEmbedding, RobustScaling, TabularEmbedder
 from .training import train_net
 
 __all__ = [
@@ -33,7 +34,10 @@ __all__ = [
     "LoRAConv2d",
     "LoRALinear",
     "MLPEmbedder",
+    "PeriodicEmbedding",
     "ResidualExpertModule",
+    "RobustScaling",
+    "TabularEmbedder",
     "embed",
     "expert_parameter_bytes",
     "expert_parameters",
