@@ -5,8 +5,9 @@ Subcommands run the focused benchmarks instead of the suite:
 ``python -m benchmarks.run moe [options]`` (the flat mixture of experts and
 DeepMoE), ``python -m benchmarks.run regress [options]`` (the regressors
 against the base network and HGB), ``python -m benchmarks.run routers
-[options]`` (node routers) and ``python -m benchmarks.run parallel [options]``
-(``n_jobs=1`` against 2);
+[options]`` (node routers), ``python -m benchmarks.run parallel [options]``
+(``n_jobs=1`` against 2) and ``python -m benchmarks.run persistence [options]``
+(loading a model file against 0.3's reader);
 ``python -m benchmarks.run SUBCOMMAND --help`` lists each one's options.
 
 Fits every selected model on the same stratified splits of every selected
@@ -55,6 +56,7 @@ SUBCOMMANDS = {
     "regress": "_regress",
     "routers": "_routers",
     "parallel": "_parallel",
+    "persistence": "_persistence",
 }
 
 #: Figures of a fit, copied to models evaluated on another model's fit.

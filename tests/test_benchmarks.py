@@ -320,6 +320,7 @@ def test_wide_control_matches_the_leaves_parameters():
         ("regress", "--large"),
         ("routers", "--no-clustering"),
         ("parallel", "--repeats"),
+        ("persistence", "--old-commit"),
     ],
 )
 def test_subcommand_help_exits_zero(name, option, capsys):

@@ -391,11 +391,10 @@ def test_lora_leaves_are_small(split_tree, subclasses):
     assert len(pickle.dumps(lora)) < len(pickle.dumps(plain))
 
 
-def test_expert_nets_are_refused_by_the_safe_format_with_a_clear_error(
-    split_tree, subclasses, tmp_path
-):
+def test_expert_nets_round_trip_in_the_safe_format(split_tree, subclasses, tmp_path):
+    """Residual experts (0.3 refused to save them) load with identical
+    probabilities, their frozen parent shared again."""
     import hemoe_sk
-    from hemoe_sk.persistence import UnsupportedComponentError
 
     X, y = subclasses
     params, _ = split_tree
@@ -405,8 +404,15 @@ def test_expert_nets_are_refused_by_the_safe_format_with_a_clear_error(
         **{**params, "expert": "residual", "split_test": "none"}
     ).fit(X, y)
     assert clf.n_leaves_ > 1
-    with pytest.raises(UnsupportedComponentError, match="ExpertNeuralNetClassifier"):
-        hemoe_sk.save(clf, tmp_path / "m.hemoe")
+    loaded = hemoe_sk.load(hemoe_sk.save(clf, tmp_path / "m.hemoe"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    experts = [
+        n.classifier.net
+        for n in loaded.tree_.nodes
+        if hasattr(getattr(n.classifier, "net", None), "parent_net_")
+    ]
+    assert experts
+    assert all(e.module_.parent is e.parent_net_.module_ for e in experts)
 
 
 def test_a_search_with_ineligible_candidates_saves_and_loads(split_tree, subclasses,
