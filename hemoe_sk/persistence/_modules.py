@@ -7,18 +7,25 @@ hemoe_sk's modules are imported here only when :func:`save` or
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import numbers
 import warnings
 
+import numpy as np
 import torch
 
-from ._codecs import BY_NAME, resolve
+from ._allowlist import INDEX_ARGS
+from ._codecs import BY_NAME, codec_of, resolve
 
 __all__ = [
+    "ARG_CHECKS",
     "MODULE_ARGS",
+    "STATE_CHECKS",
     "build_on_meta",
+    "check_args",
+    "check_state",
     "expert_recipe",
     "int_caps",
     "net_parts",
@@ -90,6 +97,119 @@ def check_caps(value, caps, name="argument"):
                 f"{name}={value!r:.40} is larger than any dimension of the saved "
                 f"weights ({biggest})"
             )
+    return None
+
+
+# -- per module class: arguments against the real headers, values of the tensors --
+
+
+def _tabular_args(args, header):
+    """TabularEmbedder: ``n_features`` is the width of the saved scaling, and
+    ``numerical_features`` at most that many column indices below it."""
+    n = args.get("n_features")
+    center = header.get("scaling.center")
+    if center is None or not (
+        isinstance(n, int) and not isinstance(n, bool) and center["shape"] == [n]
+    ):
+        return f"n_features={n!r:.40} is not the width of the saved input scaling"
+    columns = args.get("numerical_features")
+    if columns is not None and (
+        len(columns) > n or any(not 0 <= c < n for c in columns)
+    ):
+        return (
+            f"numerical_features ({len(columns)} items) are not column indices "
+            f"below n_features={n}"
+        )
+    return None
+
+
+def _scaling_state(module, args=None):
+    """RobustScaling: finite centres, finite positive scales."""
+    if not bool(torch.isfinite(module.center).all()):
+        return "the input scaling's center is not finite"
+    scale = module.scale
+    if not bool((torch.isfinite(scale) & (scale > 0)).all()):
+        return "the input scaling's scale is not finite and positive"
+    return None
+
+
+def _tabular_state(module, args=None):
+    """TabularEmbedder: the column indices it reads are what its arguments
+    build (``numerical`` the PLR columns, ``other`` exactly the rest), all
+    below the width of its scaling."""
+    n = module.scaling.center.shape[0]
+    numerical, other = module.numerical, module.other
+    if any(t.dtype != torch.int64 or t.ndim != 1 for t in (numerical, other)):
+        return "its column indices are not 1-d int64 tensors"
+    k = 0 if module.plr is None else module.plr.frequencies.shape[0]
+    numerical = numerical.detach().cpu().numpy()
+    if len(numerical) != k or (k and (numerical.min() < 0 or numerical.max() >= n)):
+        return f"its numerical columns are not {k} indices below {n}"
+    if not np.array_equal(
+        other.detach().cpu().numpy(), np.setdiff1d(np.arange(n), numerical)
+    ):
+        return "its other columns are not the columns left over"
+    if args is not None and k:
+        columns = args.get("numerical_features")
+        wanted = np.arange(n) if columns is None else np.asarray(columns, np.int64)
+        if not np.array_equal(numerical, wanted):
+            return "its numerical columns are not its numerical_features"
+    return None
+
+
+#: Per module class of the table, ``(args, header) -> why or None``: the
+#: arguments that :func:`int_caps` cannot bound (a list of column indices) are
+#: bounded by the real tensors, before anything is built. Extend here.
+ARG_CHECKS = {"TabularEmbedder": _tabular_args}
+
+#: Per module class of the table, ``(module, args or None) -> why or None``:
+#: the *values* of buffers that index or divide (column indices, scales),
+#: checked on the file's tensors before the net is allocated; ``args`` are
+#: the module's constructor arguments when it was built from them (a net's
+#: module), None for a submodule or an expert's copy. Extend here.
+STATE_CHECKS = {"RobustScaling": _scaling_state, "TabularEmbedder": _tabular_state}
+
+
+def check_args(module_cls, args, header):
+    """Why ``args`` (a net's ``module__*`` arguments) exceed what the real
+    tensors ``header`` allow, or None: column-index arguments by their own
+    rule, every other one by :func:`int_caps`."""
+    special = ARG_CHECKS.get(module_cls.__name__) if codec_of(module_cls) else None
+    if special is not None:
+        why = special(args, header)
+        if why:
+            return why
+    skip = INDEX_ARGS.get(module_cls.__name__, ()) if special else ()
+    return check_caps({k: v for k, v in args.items() if k not in skip}, int_caps(header))
+
+
+#: Where the classes of :data:`STATE_CHECKS` that files never name live.
+_SUBMODULES = {"RobustScaling": "hemoe_sk.nn.recipe"}
+
+
+@functools.cache
+def _state_checks():
+    out = []
+    for name, check in STATE_CHECKS.items():
+        if name in BY_NAME:
+            cls = resolve(BY_NAME[name])
+        else:
+            cls = getattr(importlib.import_module(_SUBMODULES[name]), name)
+        out.append((cls, check))
+    return tuple(out)
+
+
+def check_state(module, args=None):
+    """Why the buffers of ``module`` or of any of its submodules fail their
+    class's entry in :data:`STATE_CHECKS`, or None. ``args`` are ``module``'s
+    own constructor arguments, if it was built from them."""
+    checks = _state_checks()
+    for sub in module.modules():
+        for cls, check in checks:
+            if isinstance(sub, cls):
+                why = check(sub, args if sub is module else None)
+                if why:
+                    return f"{type(sub).__name__}: {why}"
     return None
 
 

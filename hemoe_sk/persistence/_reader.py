@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ._allowlist import (
+    NET_VALUES,
     SKLEARN_STATE,
     check_device,
     check_n_jobs,
@@ -30,7 +31,9 @@ from ._errors import ModelFileError, UntrustedTypeError, fail
 from ._modules import (
     MODULE_ARGS,
     build_on_meta,
+    check_args,
     check_caps,
+    check_state,
     int_caps,
     net_parts,
     own_state,
@@ -344,8 +347,19 @@ class Reader:
         for name, value in self._dict(record, "values").items():
             if name not in codec.values:
                 raise self.fail(f"{name!r:.60} is not part of {codec.name}'s state.")
-            setattr(net, name, self.decode(value))
+            value = self.decode(value)
+            check = NET_VALUES.get(name)
+            if check is None or not check(value):
+                raise self.fail(f"{codec.name}.{name}={value!r:.40} is not allowed.")
+            setattr(net, name, value)
         return net
+
+    def _check_state(self, module, what, args=None):
+        """Refuse ``module`` (the file's tensors in it, not yet used) when a
+        buffer's values fail its class's check (``_modules.STATE_CHECKS``)."""
+        why = check_state(module, args)
+        if why:
+            raise self.fail(f"{what}: {why}.")
 
     def _initialize(self, net, what, module=None):
         """``net.initialize()``; with ``module``, skorch takes that module
@@ -387,7 +401,7 @@ class Reader:
         saved, headers = self._headers(record)
         real = headers.get("module", {})
         args = {k[8:]: v for k, v in params.items() if k.startswith("module__")}
-        why = check_caps(args, int_caps(real))
+        why = check_args(module, args, real)
         if why:
             raise self.fail(f"{module.__name__}: {why}.")
         try:
@@ -409,9 +423,13 @@ class Reader:
         net = self._construct(cls, params, record)
         state = self.members.tensors(saved["module"], real) if "module" in saved else {}
         ready = self._assign(probe, state, real, module)
+        if ready is not None:  # verified before anything else is allocated
+            self._check_state(ready, module.__name__, args)
         self._initialize(net, codec.name, ready)
-        if ready is None and state:
-            self._load_weights(net.module_, state, "module")
+        if ready is None:
+            if state:
+                self._load_weights(net.module_, state, "module")
+            self._check_state(net.module_, module.__name__, args)
         return self._finish_net(net, record, codec, saved, headers)
 
     def _assign(self, probe, state, real, module_cls):
@@ -504,6 +522,7 @@ class Reader:
             result = net.module_.load_state_dict(state, strict=False)
             if result.unexpected_keys or set(result.missing_keys) & set(real):
                 raise self.fail("weights do not fit the expert.")
+        self._check_state(net.module_, "an expert net's module")
         net.module_.eval()
         return self._finish_net(net, record, codec, saved, headers)
 
