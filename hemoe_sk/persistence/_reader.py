@@ -424,12 +424,12 @@ class Reader:
         state = self.members.tensors(saved["module"], real) if "module" in saved else {}
         ready = self._assign(probe, state, real, module)
         if ready is not None:  # verified before anything else is allocated
-            self._check_state(ready, module.__name__, args)
+            self._check_state(ready, "the net's module", args)
         self._initialize(net, codec.name, ready)
         if ready is None:
             if state:
                 self._load_weights(net.module_, state, "module")
-            self._check_state(net.module_, module.__name__, args)
+            self._check_state(net.module_, "the net's module", args)
         return self._finish_net(net, record, codec, saved, headers)
 
     def _assign(self, probe, state, real, module_cls):
