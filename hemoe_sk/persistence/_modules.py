@@ -13,6 +13,7 @@ import functools
 import importlib
 import math
 import numbers
+import threading
 import warnings
 
 import numpy as np
@@ -303,6 +304,7 @@ def build_on_meta(build):
 
 _PROBES = collections.OrderedDict()
 _MAX_PROBES = 256
+_PROBES_LOCK = threading.Lock()  # loads may run in several threads
 
 
 def _frozen(value):
@@ -325,10 +327,13 @@ def probe_key(module_cls, args):
 
 def probed_shapes(key):
     """The shapes a probe with ``key`` gave, if remembered."""
-    if key is None or key not in _PROBES:
+    if key is None:
         return None
-    _PROBES.move_to_end(key)
-    return _PROBES[key]
+    with _PROBES_LOCK:
+        shapes = _PROBES.get(key)
+        if shapes is not None:
+            _PROBES.move_to_end(key)
+        return shapes
 
 
 def remember_probe(key, probe):
@@ -341,9 +346,10 @@ def remember_probe(key, probe):
     shapes = shapes_of(probe.state_dict())
     if names != set(shapes):
         return
-    _PROBES[key] = shapes
-    while len(_PROBES) > _MAX_PROBES:
-        _PROBES.popitem(last=False)
+    with _PROBES_LOCK:
+        _PROBES[key] = shapes
+        while len(_PROBES) > _MAX_PROBES:
+            _PROBES.popitem(last=False)
 
 
 def probe_module(module_cls, args, build, real, what):
