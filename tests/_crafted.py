@@ -887,6 +887,105 @@ def _features(meta, members):
     meta["objects"][0]["values"]["n_features_in_"] = 10**9
 
 
+# The default recipe's module (TabularEmbedder, issue 22): its column indices
+# and input scaling, against its arguments and the real tensors. The tree's
+# nets read 5 features, all numerical (PLR on every column, none "other").
+
+
+def _tensors(key, fn, cls=_NET, part="module"):
+    """A recipe replacing the tensor ``key`` of the first ``cls`` record by
+    ``fn(tensor)``, the manifest's sizes, digests and declared shapes agreeing
+    (a deliberate attacker's file)."""
+
+    def recipe(blob):
+        from safetensors.torch import load as st_load
+        from safetensors.torch import save as st_save
+
+        members, meta = unpack(blob)
+        name = first(meta, cls)["state_dicts"][part]
+        tensors = st_load(members[name])
+        tensors[key] = fn(tensors[key].clone())
+        members[name] = st_save(tensors)
+        meta["members"][name]["tensors"][key] = {
+            "dtype": str(tensors[key].dtype).removeprefix("torch."),
+            "shape": list(tensors[key].shape),
+        }
+        return pack(members, meta)
+
+    return recipe
+
+
+def _put(index, value):
+    def fn(t):
+        t[index] = value
+        return t
+
+    return fn
+
+
+crafted_edit("tabular-numerical-out-of-range", 2)(
+    _set_param(_NET, "module__numerical_features", {"$tuple": [0, 1, 2, 3, 99]})
+)
+crafted_edit("tabular-numerical-huge-index", 2)(
+    _set_param(_NET, "module__numerical_features", {"$tuple": [0, 1, 2, 3, 2**40]})
+)
+crafted_edit("tabular-numerical-longer-than-features", 2)(
+    _set_param(_NET, "module__numerical_features", [0] * 100_000)
+)
+crafted_edit("tabular-numerical-negative", 2)(
+    _set_param(_NET, "module__numerical_features", {"$tuple": [-1, 0, 1, 2, 3]})
+)
+crafted_edit("tabular-numerical-floats", 2)(
+    _set_param(_NET, "module__numerical_features", {"$tuple": [0.5, 1, 2, 3, 4]})
+)
+crafted_edit("tabular-numerical-a-string", 2)(
+    _set_param(_NET, "module__numerical_features", "0,1,2,3,4")
+)
+crafted_edit("tabular-n-features-vs-scaling", 2)(
+    _set_param(_NET, "module__n_features", 4)
+)
+crafted_edit("tabular-huge-frequencies", 2)(
+    _set_param(_NET, "module__n_frequencies", 10**7)
+)
+crafted_edit("tabular-embedding-mode-unknown", 1)(
+    _set_param(_NET, "module__numerical_embedding", "exec")
+)
+crafted_edit("recipe-lr-schedule-unknown", 1)(_set_param(_NET, "lr_schedule", "eval"))
+crafted_edit("recipe-validation-fraction-one", 1)(
+    _set_param(_NET, "validation_fraction", 1.0)
+)
+crafted_edit("recipe-patience-huge-float", 1)(_set_param(_NET, "patience", 1e308))
+crafted_edit("recipe-batch-size-word", 1)(_set_param(_NET, "batch_size", "all"))
+crafted_edit("net-best-epoch-a-class", 4)(
+    lambda m, _: first(m, _NET)["values"].update(best_epoch_={"$class": "torch.optim.SGD"})
+)
+craft("tabular-nan-scale", 4)(_tensors("scaling.scale", _put(0, float("nan"))))
+craft("tabular-zero-scale", 4)(_tensors("scaling.scale", _put(1, 0.0)))
+craft("tabular-negative-scale", 4)(_tensors("scaling.scale", _put(2, -1.0)))
+craft("tabular-inf-center", 4)(_tensors("scaling.center", _put(0, float("inf"))))
+craft("tabular-index-buffer-out-of-range", 4)(_tensors("numerical", _put(4, 10**6)))
+craft("tabular-index-buffer-negative", 4)(_tensors("numerical", _put(0, -3)))
+craft("tabular-index-buffer-permuted", 4)(
+    _tensors("numerical", lambda t: t.flip(0))  # in range, but not its arguments
+)
+craft("tabular-other-buffer-grown", 4)(
+    _tensors("other", lambda t: torch.tensor([10**6]))  # consistently declared
+)
+craft("tabular-index-buffer-shorter", 4)(_tensors("numerical", lambda t: t[:3]))
+craft("tabular-index-buffer-float", 4)(_tensors("numerical", lambda t: t.float()))
+craft("tabular-scale-wider", 4)(_tensors("scaling.scale", lambda t: torch.ones(50)))
+craft("tabular-clip-as-float", 4)(_tensors("scaling.clip", lambda t: t.float()))
+craft("lora-expert-index-out-of-range", 4, "lora")(
+    _tensors("child.numerical", _put(0, 10**6), cls="ExpertNeuralNetClassifier")
+)
+craft("residual-expert-nan-scale", 4, "residual")(
+    _tensors(
+        "correction.scaling.scale", _put(0, float("nan")),
+        cls="ExpertNeuralNetClassifier",
+    )
+)
+
+
 def crafted(models):
     """``{name: (issue class, bytes)}`` of every recipe, from ``fit_models()``."""
     out = {}

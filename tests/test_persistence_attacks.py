@@ -240,3 +240,38 @@ def test_refusals_are_fast_small_and_quiet_in_a_limited_child(files, tmp_path):
     assert os.listdir(work) == [] and os.listdir(temp) == []
     assert threading.active_count() >= 1
     print(report)
+
+
+def test_remembered_probes_load_the_same_and_refuse_the_same(models, files):
+    """A module built from arguments probed before is not probed again: its
+    remembered shapes are compared with the real tensors, and then it is
+    built uninitialised and every weight loaded. Same predictions, same
+    refusals as a cold load."""
+    from hemoe_sk.persistence import _modules
+
+    _modules._PROBES.clear()
+    cold = load(io.BytesIO(models["tree"][1]))
+    remembered = {key[0].__name__ for key in _modules._PROBES}
+    assert "TabularEmbedder" in remembered
+    warm = load(io.BytesIO(models["tree"][1]))
+    np.testing.assert_array_equal(warm.predict_proba(X), cold.predict_proba(X))
+    for a, b in zip(warm.tree_.nodes, cold.tree_.nodes, strict=True):
+        if a.embedder is not None and hasattr(a.embedder, "module_"):
+            assert a.embedder.module_ is not b.embedder.module_
+    mixae, blob = models["mixae"]
+    load(io.BytesIO(blob))
+    np.testing.assert_array_equal(load(io.BytesIO(blob)).transform(X), mixae.transform(X))
+    for name in (
+        "tabular-nan-scale",
+        "tabular-index-buffer-out-of-range",
+        "tabular-index-buffer-permuted",
+        "tabular-index-buffer-shorter",
+        "tensor-shape-other-than-declared",
+        "tensor-extra-key",
+        "tensor-shapes-grown-consistently",
+        "mixae-wrong-count",
+    ):
+        with pytest.raises(ModelFileError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                load(io.BytesIO(files[name][1]))

@@ -403,6 +403,7 @@ def test_expert_nets_round_trip_in_the_safe_format(split_tree, subclasses, tmp_p
     clf = HierarchicalEmbeddingMoEClassifier(
         **{**params, "expert": "residual", "split_test": "none"}
     ).fit(X, y)
+    assert clf.n_leaves_ > 1
     loaded = hemoe_sk.load(hemoe_sk.save(clf, tmp_path / "m.hemoe"))
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     experts = [

@@ -206,6 +206,8 @@ def load(path, *, trusted=None, device=None, max_size=None):
             raise fail(shown, "the object graph is nested too deeply.") from None
         except Exception as exc:  # noqa: BLE001 - never a deep traceback
             raise fail(shown, f"{type(exc).__name__}: {first_line(exc)}") from None
+        finally:
+            reader.members.close()
         if reader.cuda_fallback:
             warnings.warn(
                 f"{shown!r} holds networks trained on CUDA, which is not available "

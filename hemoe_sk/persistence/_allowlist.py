@@ -9,8 +9,12 @@ loading would refuse) and the reader (anything else in a file is refused).
   ``trusted=``), ``module__*`` its constructor arguments with plain values,
   ``optimizer__*``/``criterion__*``/``iterator_*__*`` a few numeric settings;
   the training settings hemoe_sk sets (``train_split=None``, its callbacks,
-  ``compile=False``) and nothing else. skorch's ``compile__*`` options, data
+  ``compile=False``, the recipe's ``validation_fraction``, ``patience`` and
+  ``lr_schedule`` by name) and nothing else. skorch's ``compile__*`` options, data
   loader workers, a module *instance* in ``module``: all refused.
+* :data:`NET_VALUES`: a net's fitted values (``classes_inferred_``,
+  ``best_epoch_``).
+* :data:`INDEX_ARGS`: module arguments that list column indices.
 * :data:`SKLEARN_STATE`: per scikit-learn class, its fitted attributes.
 * :func:`check_device`: ``cpu``, ``cuda[:i]``, ``mps`` (never ``meta``).
 """
@@ -29,9 +33,12 @@ from ._codecs import codec_of
 from ._errors import MAX_N_JOBS
 
 __all__ = [
+    "INDEX_ARGS",
+    "MAX_INDEX_ITEMS",
     "NET_CALLBACKS",
     "NET_PARAMS",
     "NET_SUBPARAMS",
+    "NET_VALUES",
     "SKLEARN_STATE",
     "check_device",
     "check_module_args",
@@ -98,6 +105,23 @@ def _int_in(lo, hi):
     return check
 
 
+def _real_in(value, lo, hi):
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and lo <= value <= hi
+    )
+
+
+def _lr_schedules():
+    """The names of hemoe_sk's learning-rate schedules (a net's
+    ``lr_schedule`` is looked up there by name, never called from a file)."""
+    from hemoe_sk.nn.build import LR_SCHEDULES
+
+    return tuple(LR_SCHEDULES)
+
+
 def _class_of_role(role):
     def check(value, trusted):
         if not isinstance(value, type):
@@ -149,8 +173,12 @@ NET_PARAMS = {
     "dataset": _class_of_role("dataset"),
     "lr": _finite_positive,
     "max_epochs": _int_in(0, 10**7),
-    "batch_size": lambda v: v == -1 or _int_in(1, 2**31)(v),
+    "batch_size": lambda v: v == -1 or v == "auto" or _int_in(1, 2**31)(v),
     "train_split": lambda v: v is None,
+    # the training recipe of hemoe_sk's nets (nn.build._RecipeMixin)
+    "validation_fraction": lambda v: _real_in(v, 0.0, 1.0) and v < 1,
+    "patience": lambda v: v is None or _int_in(1, 10**7)(v),
+    "lr_schedule": lambda v: v is None or (isinstance(v, str) and v in _lr_schedules()),
     "callbacks": _callbacks,
     "predict_nonlinearity": lambda v: v is None or v == "auto",
     "warm_start": lambda v: isinstance(v, bool),
@@ -161,6 +189,30 @@ NET_PARAMS = {
     "torch_load_kwargs": lambda v: v is None,
     "classes": _classes,
 }
+
+
+#: A net's fitted values a file may set (``values`` of its codec in
+#: ``_codecs.CODECS``), and what each may hold. Extend here.
+NET_VALUES = {
+    "classes_inferred_": _classes,
+    "best_epoch_": lambda v: v is None or _int_in(1, 10**7)(v),
+}
+
+#: Module arguments that are lists of column indices, per module class: not
+#: subject to :func:`plain`'s item limit (a table may have more columns), but
+#: to :data:`MAX_INDEX_ITEMS` plain integers; the reader bounds them further by
+#: the module's ``n_features``, checked against the real tensors
+#: (``_modules.ARG_CHECKS``).
+INDEX_ARGS = {"TabularEmbedder": ("numerical_features",)}
+MAX_INDEX_ITEMS = 2**20
+
+
+def _indices(value):
+    return value is None or (
+        isinstance(value, (list, tuple))
+        and len(value) <= MAX_INDEX_ITEMS
+        and all(_int_in(0, 2**40)(v) for v in value)
+    )
 
 
 def _numbers(value):
@@ -219,9 +271,16 @@ def check_module_args(module_cls, args, *, trusted_cls=False):
     """Why ``args`` (``module__*`` values, by argument name) cannot build
     ``module_cls``, or None."""
     names, var_kw = module_arg_names(module_cls)
+    indices = (  # the table's own class, not a trusted one of the same name
+        INDEX_ARGS.get(module_cls.__name__, ()) if codec_of(module_cls) else ()
+    )
     for name, value in args.items():
         if name not in names and not (var_kw and trusted_cls):
             return f"{module_cls.__name__} has no argument {name!r}"
+        if name in indices:
+            if not _indices(value):
+                return f"module__{name} must be a list of column indices"
+            continue
         if not plain(value):
             return f"module__{name} must be plain data, got {type(value).__name__}"
         if isinstance(value, float) and not math.isfinite(value):

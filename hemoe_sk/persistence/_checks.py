@@ -323,6 +323,12 @@ class MemberReader:
         self.members = members
         self.shown = shown
         self.used = set()  # a file references each member once
+        self.open_heads = {}  # name -> (open member, its header's bytes)
+
+    def close(self):
+        """Close the members whose header was read and whose body was not."""
+        while self.open_heads:
+            self.open_heads.popitem()[1][0].close()
 
     def _info(self, name, suffix):
         info = self.members.get(name) if isinstance(name, str) else None
@@ -470,22 +476,26 @@ class MemberReader:
         declared = info.get("tensors")
         if not isinstance(declared, dict):
             raise fail(self.shown, f"{name!r} is not a tensor member.")
-        with self._open(name) as f:
+        f = self._open(name)
+        try:
             first = self._read(f, 8, name)
             n = int.from_bytes(first, "little") if len(first) == 8 else -1
-            try:
-                if not 0 < n <= min(info["size"] - 8, MAX_TENSOR_HEADER):
-                    raise ValueError(
-                        f"bad header length (at most {MAX_TENSOR_HEADER} bytes)"
-                    )
-                raw = self._read(f, n, name)
-                header = self._parse_header(raw, info["size"] - 8 - n, name)
-            except (ValueError, RecursionError, UnicodeDecodeError) as exc:
-                raise fail(
-                    self.shown,
-                    f"tensor member {name!r} was refused: not a valid safetensors file "
-                    f"({type(exc).__name__}: {first_line(exc)}).",
-                ) from None
+            if not 0 < n <= min(info["size"] - 8, MAX_TENSOR_HEADER):
+                raise ValueError(f"bad header length (at most {MAX_TENSOR_HEADER} bytes)")
+            raw = self._read(f, n, name)
+            header = self._parse_header(raw, info["size"] - 8 - n, name)
+        except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+            f.close()
+            raise fail(
+                self.shown,
+                f"tensor member {name!r} was refused: not a valid safetensors file "
+                f"({type(exc).__name__}: {first_line(exc)}).",
+            ) from None
+        except BaseException:
+            f.close()
+            raise
+        # kept open at the end of the header: tensors() reads on from there
+        self.open_heads[name] = (f, first + raw)
         if set(header) != set(declared):
             raise fail(
                 self.shown, f"{name!r} holds other tensors than the manifest lists."
@@ -504,8 +514,9 @@ class MemberReader:
         from safetensors.torch import load as st_load
 
         info = self.members[name]
-        with self._open(name) as f:
-            data = self._finish(f, b"", info, name)
+        f, head = self.open_heads.pop(name, (None, b""))
+        with f if f is not None else self._open(name) as f:
+            data = self._finish(f, head, info, name)
         try:
             tensors = st_load(data)
         except Exception as exc:  # noqa: BLE001 - pickles, lies, garbage

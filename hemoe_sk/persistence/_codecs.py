@@ -100,6 +100,7 @@ _NN_EXPERTS = ("hemoe_sk.nn.experts",)
 #: live in. Their constructor arguments are the allowed ``module__*``
 #: parameters. Add a new embedder here (one line).
 TRUSTED_MODULES = {
+    "TabularEmbedder": ("hemoe_sk.nn.recipe",),
     "MLPEmbedder": ("hemoe_sk.nn.modules",),
     "ConvEmbedder": ("hemoe_sk.nn.modules",),
     "AutoEncoder": ("hemoe_sk.nn.modules",),
@@ -310,13 +311,18 @@ CODECS = (
     _own("HeadExpert", ["hemoe_sk.node"], "init", init=("head",)),
     _own("SklearnExpert", ["hemoe_sk.node"], "init", init=("estimator", "n_classes")),
     # -- skorch nets and the callbacks hemoe_sk gives them -----------------
-    _own("HemoeNeuralNetClassifier", _NN_BUILD, "net", values=("classes_inferred_",)),
-    _own("HemoeNeuralNetRegressor", _NN_BUILD, "net"),
+    _own(
+        "HemoeNeuralNetClassifier",
+        _NN_BUILD,
+        "net",
+        values=("classes_inferred_", "best_epoch_"),
+    ),
+    _own("HemoeNeuralNetRegressor", _NN_BUILD, "net", values=("best_epoch_",)),
     _own(
         "ExpertNeuralNetClassifier",
         _NN_EXPERTS,
         "expert_net",
-        values=("classes_inferred_",),
+        values=("classes_inferred_", "best_epoch_"),
     ),
     _ext("skorch.NeuralNetClassifier", "net", values=("classes_inferred_",)),
     _ext("skorch.NeuralNetRegressor", "net"),

@@ -7,22 +7,38 @@ hemoe_sk's modules are imported here only when :func:`save` or
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import functools
 import importlib
 import math
 import numbers
+import threading
 import warnings
 
+import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
-from ._codecs import BY_NAME, resolve
+from ._allowlist import INDEX_ARGS
+from ._codecs import BY_NAME, codec_of, resolve
 
 __all__ = [
+    "ARG_CHECKS",
     "MODULE_ARGS",
+    "STATE_CHECKS",
     "build_on_meta",
+    "build_verified",
+    "check_args",
+    "check_state",
     "expert_recipe",
     "int_caps",
     "net_parts",
     "own_state",
+    "probe_key",
+    "probe_module",
+    "probed_shapes",
+    "remember_probe",
     "shapes_of",
 ]
 
@@ -93,9 +109,284 @@ def check_caps(value, caps, name="argument"):
     return None
 
 
+# -- per module class: arguments against the real headers, values of the tensors --
+
+
+def _tabular_args(args, header):
+    """TabularEmbedder: ``n_features`` is the width of the saved scaling, and
+    ``numerical_features`` at most that many column indices below it."""
+    n = args.get("n_features")
+    center = header.get("scaling.center")
+    if center is None or not (
+        isinstance(n, int) and not isinstance(n, bool) and center["shape"] == [n]
+    ):
+        return f"n_features={n!r:.40} is not the width of the saved input scaling"
+    columns = args.get("numerical_features")
+    if columns is not None and (
+        len(columns) > n or any(not 0 <= c < n for c in columns)
+    ):
+        return (
+            f"numerical_features ({len(columns)} items) are not column indices "
+            f"below n_features={n}"
+        )
+    return None
+
+
+def _scaling_state(module, args=None):
+    """RobustScaling: finite centres, finite positive scales."""
+    if not bool(torch.isfinite(module.center).all()):
+        return "the input scaling's center is not finite"
+    scale = module.scale
+    if not bool((torch.isfinite(scale) & (scale > 0)).all()):
+        return "the input scaling's scale is not finite and positive"
+    return None
+
+
+def _tabular_state(module, args=None):
+    """TabularEmbedder: the column indices it reads are what its arguments
+    build (``numerical`` the PLR columns, ``other`` exactly the rest), all
+    below the width of its scaling."""
+    n = module.scaling.center.shape[0]
+    numerical, other = module.numerical, module.other
+    if any(t.dtype != torch.int64 or t.ndim != 1 for t in (numerical, other)):
+        return "its column indices are not 1-d int64 tensors"
+    k = 0 if module.plr is None else module.plr.frequencies.shape[0]
+    numerical = numerical.detach().cpu().numpy()
+    if len(numerical) != k or (k and (numerical.min() < 0 or numerical.max() >= n)):
+        return f"its numerical columns are not {k} indices below {n}"
+    if not np.array_equal(
+        other.detach().cpu().numpy(), np.setdiff1d(np.arange(n), numerical)
+    ):
+        return "its other columns are not the columns left over"
+    if args is not None and k:
+        columns = args.get("numerical_features")
+        wanted = np.arange(n) if columns is None else np.asarray(columns, np.int64)
+        if not np.array_equal(numerical, wanted):
+            return "its numerical columns are not its numerical_features"
+    return None
+
+
+#: Per module class of the table, ``(args, header) -> why or None``: the
+#: arguments that :func:`int_caps` cannot bound (a list of column indices) are
+#: bounded by the real tensors, before anything is built. Extend here.
+ARG_CHECKS = {"TabularEmbedder": _tabular_args}
+
+#: Per module class of the table, ``(module, args or None) -> why or None``:
+#: the *values* of buffers that index or divide (column indices, scales),
+#: checked on the file's tensors before the net is allocated; ``args`` are
+#: the module's constructor arguments when it was built from them (a net's
+#: module), None for a submodule or an expert's copy. Extend here.
+STATE_CHECKS = {"RobustScaling": _scaling_state, "TabularEmbedder": _tabular_state}
+
+
+def check_args(module_cls, args, header):
+    """Why ``args`` (a net's ``module__*`` arguments) exceed what the real
+    tensors ``header`` allow, or None: column-index arguments by their own
+    rule, every other one by :func:`int_caps`."""
+    special = ARG_CHECKS.get(module_cls.__name__) if codec_of(module_cls) else None
+    if special is not None:
+        why = special(args, header)
+        if why:
+            return why
+    skip = INDEX_ARGS.get(module_cls.__name__, ()) if special else ()
+    return check_caps({k: v for k, v in args.items() if k not in skip}, int_caps(header))
+
+
+#: Where the classes of :data:`STATE_CHECKS` that files never name live.
+_SUBMODULES = {"RobustScaling": "hemoe_sk.nn.recipe"}
+
+
+@functools.cache
+def _state_checks():
+    out = []
+    for name, check in STATE_CHECKS.items():
+        if name in BY_NAME:
+            cls = resolve(BY_NAME[name])
+        else:
+            cls = getattr(importlib.import_module(_SUBMODULES[name]), name)
+        out.append((cls, check))
+    return tuple(out)
+
+
+def check_state(module, args=None):
+    """Why the buffers of ``module`` or of any of its submodules fail their
+    class's entry in :data:`STATE_CHECKS`, or None. ``args`` are ``module``'s
+    own constructor arguments, if it was built from them."""
+    checks = _state_checks()
+    for sub in module.modules():
+        for cls, check in checks:
+            if isinstance(sub, cls):
+                why = check(sub, args if sub is module else None)
+                if why:
+                    return f"{type(sub).__name__}: {why}"
+    return None
+
+
+#: Weight initialisers (of :mod:`torch.nn.init` and the in-place fills they
+#: use) that :func:`build_on_meta` skips on meta tensors: they keep a
+#: tensor's shape and dtype, and a meta tensor has no values to fill, so
+#: the probe is the same without them (torch would otherwise run each one
+#: through its decompositions, the larger part of building on meta).
+_INIT_FUNCTIONS = (
+    *(
+        getattr(torch.nn.init, name)
+        for name in (
+            "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
+            "eye_", "dirac_", "xavier_uniform_", "xavier_normal_",
+            "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+        )
+    ),
+    *(
+        getattr(torch.Tensor, name)
+        for name in (
+            "uniform_", "normal_", "fill_", "zero_", "bernoulli_", "exponential_",
+            "random_", "log_normal_", "geometric_", "cauchy_",
+        )
+    ),
+)
+
+
+_SKIPPED = frozenset(_INIT_FUNCTIONS)
+
+
+def _factories():
+    """Torch's tensor factories that take a ``device`` (what
+    ``torch.device("meta")`` as a context fills in), or None where this
+    torch does not list them."""
+    try:
+        from torch.utils._device import _device_constructors
+    except ImportError:  # pragma: no cover - other torch versions
+        return None
+    return _device_constructors()
+
+
+class _OnMeta(TorchFunctionMode):
+    """Tensor factories on the meta device, initialisers of meta tensors
+    skipped (one mode: each torch call pays one Python hook, not two)."""
+
+    def __init__(self, factories):
+        super().__init__()
+        self.factories = factories
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SKIPPED:
+            target = args[0] if args else kwargs.get("tensor")
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        elif func in self.factories and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
 def build_on_meta(build):
-    """``build()`` on torch's meta device (shapes only, no memory, no RNG)."""
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+    """``build()`` on torch's meta device (shapes only, no memory, no RNG;
+    the weight initialisers, which have nothing to fill there, skipped)."""
+    factories = _factories()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=[]))
+        if factories is None:  # pragma: no cover - other torch versions
+            stack.enter_context(torch.device("meta"))
+        else:
+            stack.enter_context(_OnMeta(factories))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        return build()
+
+
+# -- probes already made ------------------------------------------------------------
+#
+# A module class of the table builds the same shapes from the same arguments,
+# so a probe's outcome is remembered: the next net or file with those
+# arguments (every node of a tree, a file loaded again) is compared with the
+# remembered shapes, and only once they equal its real tensors is the module
+# built, on its device, uninitialised, and every weight loaded into it.
+
+_PROBES = collections.OrderedDict()
+_MAX_PROBES = 256
+_PROBES_LOCK = threading.Lock()  # loads may run in several threads
+
+
+def _frozen(value):
+    if isinstance(value, (list, tuple)):
+        return type(value).__name__, tuple(_frozen(v) for v in value)
+    hash(value)  # plain data: None, bool, int, float, str
+    return type(value).__name__, value
+
+
+def probe_key(module_cls, args):
+    """The key of a probe of ``module_cls(**args)``, or None (a class of
+    yours, or arguments that are not plain data, are probed every time)."""
+    if codec_of(module_cls) is None:
+        return None
+    try:
+        return module_cls, tuple(sorted((k, _frozen(v)) for k, v in args.items()))
+    except TypeError:
+        return None
+
+
+def probed_shapes(key):
+    """The shapes a probe with ``key`` gave, if remembered."""
+    if key is None:
+        return None
+    with _PROBES_LOCK:
+        shapes = _PROBES.get(key)
+        if shapes is not None:
+            _PROBES.move_to_end(key)
+        return shapes
+
+
+def remember_probe(key, probe):
+    """Remember the shapes of ``probe``, a module built on meta, when every
+    one of its parameters and buffers is in its state dict (so loading a
+    state dict of those shapes sets all of them)."""
+    if key is None:
+        return
+    names = {n for n, _ in (*probe.named_parameters(), *probe.named_buffers())}
+    shapes = shapes_of(probe.state_dict())
+    if names != set(shapes):
+        return
+    with _PROBES_LOCK:
+        _PROBES[key] = shapes
+        while len(_PROBES) > _MAX_PROBES:
+            _PROBES.popitem(last=False)
+
+
+def probe_module(module_cls, args, build, real, what):
+    """``(probe, why)``: the meta module ``build()`` makes (None when the
+    shapes of a probe with the same arguments are remembered), and why its
+    shapes are not those of the real tensors ``real`` (None if they are);
+    ``what`` says how the module was built."""
+    key = probe_key(module_cls, args)
+    expected, probe = probed_shapes(key), None
+    if expected is None:
+        try:
+            probe = build_on_meta(build)
+        except Exception as exc:  # noqa: BLE001 - any refusal of the arguments
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return None, (
+                f"{module_cls.__name__} cannot be built from the file "
+                f"({type(exc).__name__}: {msg:.200})"
+            )
+        expected = shapes_of(probe.state_dict())
+        remember_probe(key, probe)
+    if expected != real:
+        wrong = sorted(set(expected) ^ set(real)) or [
+            k for k in expected if expected[k] != real[k]
+        ]
+        return probe, (
+            f"weights do not fit the module {module_cls.__name__} {what} "
+            f"(first differences: {wrong[:3]})"
+        )
+    return probe, None
+
+
+def build_verified(build):
+    """``build()`` for real, its shapes known to be those of the file's
+    tensors (all of which are then loaded into it), the global RNG
+    untouched. (Skipping the initialisers here costs more in torch's
+    dispatch than it saves.)"""
+    with torch.random.fork_rng(devices=[]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return build()

@@ -11,6 +11,7 @@ parts allowed, a reference to an object still being built is refused), and
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from ._allowlist import (
+    NET_VALUES,
     SKLEARN_STATE,
     check_device,
     check_n_jobs,
@@ -29,11 +31,14 @@ from ._codecs import BY_NAME, VALIDATED, VALIDATED_ARRAYS, codec_of, resolve
 from ._errors import ModelFileError, UntrustedTypeError, fail
 from ._modules import (
     MODULE_ARGS,
-    build_on_meta,
+    build_verified,
+    check_args,
     check_caps,
+    check_state,
     int_caps,
     net_parts,
     own_state,
+    probe_module,
     shapes_of,
 )
 
@@ -344,8 +349,19 @@ class Reader:
         for name, value in self._dict(record, "values").items():
             if name not in codec.values:
                 raise self.fail(f"{name!r:.60} is not part of {codec.name}'s state.")
-            setattr(net, name, self.decode(value))
+            value = self.decode(value)
+            check = NET_VALUES.get(name)
+            if check is None or not check(value):
+                raise self.fail(f"{codec.name}.{name}={value!r:.40} is not allowed.")
+            setattr(net, name, value)
         return net
+
+    def _check_state(self, module, what, args=None):
+        """Refuse ``module`` (the file's tensors in it, not yet used) when a
+        buffer's values fail its class's check (``_modules.STATE_CHECKS``)."""
+        why = check_state(module, args)
+        if why:
+            raise self.fail(f"{what}: {why}.")
 
     def _initialize(self, net, what, module=None):
         """``net.initialize()``; with ``module``, skorch takes that module
@@ -387,32 +403,39 @@ class Reader:
         saved, headers = self._headers(record)
         real = headers.get("module", {})
         args = {k[8:]: v for k, v in params.items() if k.startswith("module__")}
-        why = check_caps(args, int_caps(real))
+        why = check_args(module, args, real)
         if why:
             raise self.fail(f"{module.__name__}: {why}.")
-        try:
-            probe = build_on_meta(lambda: module(**args))
-        except Exception as exc:  # noqa: BLE001 - any refusal of the arguments
-            raise self.fail(
-                f"{module.__name__} cannot be built from the file "
-                f"({type(exc).__name__}: {first_line(exc):.200})."
-            ) from None
-        expected = shapes_of(probe.state_dict())
-        if expected != real:
-            wrong = sorted(set(expected) ^ set(real)) or [
-                k for k in expected if expected[k] != real[k]
-            ]
-            raise self.fail(
-                f"weights do not fit the module {module.__name__} built from the "
-                f"file's parameters (first differences: {wrong[:3]})."
-            )
+        build = functools.partial(module, **args)
+        probe = self._probe(module, args, build, real, "built from the file's parameters")
         net = self._construct(cls, params, record)
         state = self.members.tensors(saved["module"], real) if "module" in saved else {}
-        ready = self._assign(probe, state, real, module)
+        ready = self._ready(probe, state, real, module, build)
+        if ready is not None:  # verified before anything else is allocated
+            self._check_state(ready, "the net's module", args)
         self._initialize(net, codec.name, ready)
-        if ready is None and state:
-            self._load_weights(net.module_, state, "module")
+        if ready is None:
+            if state:
+                self._load_weights(net.module_, state, "module")
+            self._check_state(net.module_, "the net's module", args)
         return self._finish_net(net, record, codec, saved, headers)
+
+    def _probe(self, module_cls, args, build, real, what):
+        """The meta module ``build()`` makes, shapes compared with ``real``
+        (None: shapes remembered from a probe, ``_modules.probe_module``)."""
+        probe, why = probe_module(module_cls, args, build, real, what)
+        if why:
+            raise self.fail(f"{why}.")
+        return probe
+
+    def _ready(self, probe, state, real, module_cls, build):
+        """The module holding the file's weights (the probe itself, or built
+        uninitialised when its shapes were remembered), or None."""
+        if probe is not None:
+            return self._assign(probe, state, real, module_cls)
+        module = build_verified(build)
+        self._load_weights(module, state, module_cls.__name__)
+        return module
 
     def _assign(self, probe, state, real, module_cls):
         """The probed (meta) module holding the file's tensors themselves
@@ -504,6 +527,7 @@ class Reader:
             result = net.module_.load_state_dict(state, strict=False)
             if result.unexpected_keys or set(result.missing_keys) & set(real):
                 raise self.fail("weights do not fit the expert.")
+        self._check_state(net.module_, "an expert net's module")
         net.module_.eval()
         return self._finish_net(net, record, codec, saved, headers)
 
@@ -516,20 +540,18 @@ class Reader:
         why = check_caps(args, int_caps(real))
         if why:
             raise self.fail(f"{codec.name}: {why}.")
-        _, build = MODULE_ARGS[codec.name]
-        try:
-            probe = build_on_meta(lambda: build(cls, args))
-        except Exception as exc:  # noqa: BLE001
-            raise self.fail(f"{codec.name} cannot be rebuilt ({exc}).") from None
-        if shapes_of(probe.state_dict()) != real:
-            raise self.fail(f"weights do not fit the module {codec.name}.")
+        make = MODULE_ARGS[codec.name][1]
+        build = functools.partial(make, cls, args)
+        probe = self._probe(cls, args, build, real, "rebuilt from its arguments")
         state = self.members.tensors(member, real) if member is not None else {}
-        module = self._assign(probe, state, real, cls)
+        module = self._ready(probe, state, real, cls, build)
         if module is None:
             with torch.random.fork_rng(devices=[]):
-                module = build(cls, args)
+                module = build()
             self._load_weights(module, state, codec.name)
-        return module.to(self._target_device(record.get("device")))
+        device = torch.device(self._target_device(record.get("device")))
+        tensors = (*module.parameters(), *module.buffers())  # .to() walks them all
+        return module if all(t.device == device for t in tensors) else module.to(device)
 
     def _random_state(self, record, codec, cls):
         try:
