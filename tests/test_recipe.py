@@ -19,6 +19,7 @@ from hemoe_sk.nn.recipe import (
     auto_batch_size,
     auto_hidden_dims,
     binary_columns,
+    continuous_columns,
     warmup_cosine,
 )
 from hemoe_sk.nn.training import train_net
@@ -89,6 +90,11 @@ def test_data_defaults_size_the_network_and_find_binary_columns():
     X, _ = _table()
     defaults = TabularEmbedder.data_defaults(X)
     assert defaults["numerical_features"] == (0, 1)  # binary and constant left out
+    # A count with 17 levels (digits' pixels) is scaled, not embedded; 33
+    # levels are embedded.
+    levels = np.c_[X, np.arange(len(X)) % 17, np.arange(len(X)) % 33]
+    assert TabularEmbedder.data_defaults(levels)["numerical_features"] == (0, 1, 5)
+    assert continuous_columns(levels).tolist() == [True, True, False, False, False, True]
     assert defaults["hidden_dims"] == auto_hidden_dims(len(X))
     assert binary_columns(X).tolist() == [False, False, True, True]
     assert auto_hidden_dims(100) == (64, 64)

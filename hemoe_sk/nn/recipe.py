@@ -31,6 +31,7 @@ __all__ = [
     "auto_batch_size",
     "auto_hidden_dims",
     "binary_columns",
+    "continuous_columns",
     "warmup_cosine",
 ]
 
@@ -38,6 +39,11 @@ __all__ = [
 #: most this many numerical features; wider rows (flat pixels) go to the MLP
 #: as scaled values.
 MAX_EMBEDDED_FEATURES = 128
+
+#: A column is embedded (PLR) only when it takes more than this many distinct
+#: values in the training rows: counts, grades and pixel intensities (digits'
+#: 17 levels) go to the MLP as scaled values, where they score better.
+MIN_EMBEDDED_VALUES = 32
 
 
 def auto_batch_size(n_rows):
@@ -89,6 +95,24 @@ def binary_columns(X):
         # at most one value besides the first row's: min == max of the others
         binary[start:start + 64] = ~(lo < hi)
     return binary
+
+
+def continuous_columns(X, min_values=MIN_EMBEDDED_VALUES, max_rows=4096):
+    """Mask of the columns of ``X`` with more than ``min_values`` distinct
+    values (among its first ``max_rows`` rows: a bound on the cost, and
+    enough to tell a measurement from a count or a grade).
+
+    Examples
+    --------
+    >>> X = np.c_[np.arange(100.0), np.arange(100) % 17, np.arange(100) % 2]
+    >>> continuous_columns(X).tolist()
+    [True, False, False]
+    """
+    X = np.sort(np.asarray(X)[:max_rows], axis=0)
+    if len(X) == 0:
+        return np.zeros(X.shape[1], dtype=bool)
+    distinct = 1 + (np.diff(X, axis=0) != 0).sum(axis=0)
+    return distinct > min_values
 
 
 def _weighted_quantiles(x, q, weight=None):
@@ -225,7 +249,8 @@ class TabularEmbedder(nn.Module):
     dropout : float, default=0.1
     numerical_features : tuple of int or None, default=None
         Columns that get PLR embeddings. ``None``: every column, unless the
-        estimator fills in the non-binary columns of its training data.
+        estimator fills in the columns of its training data with more than
+        32 distinct values (:func:`continuous_columns`).
     numerical_embedding : {"auto", "plr", "none"}, default="auto"
         ``"auto"``: PLR when there are at most 128 numerical features, else
         the scaled values go to the MLP directly (e.g. flat pixels).
@@ -304,11 +329,13 @@ class TabularEmbedder(nn.Module):
     @classmethod
     def data_defaults(cls, X):
         """Module arguments derived from the training rows ``X``: the hidden
-        layers (:func:`auto_hidden_dims`) and the non-binary columns."""
+        layers (:func:`auto_hidden_dims`) and the columns to embed, those
+        with more than :data:`MIN_EMBEDDED_VALUES` distinct values
+        (:func:`continuous_columns`)."""
         return {
             "hidden_dims": auto_hidden_dims(len(X)),
             "numerical_features": tuple(
-                int(i) for i in np.flatnonzero(~binary_columns(X))
+                int(i) for i in np.flatnonzero(continuous_columns(X))
             ),
         }
 
