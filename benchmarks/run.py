@@ -5,8 +5,10 @@ Subcommands run the focused benchmarks instead of the suite:
 ``python -m benchmarks.run moe [options]`` (the flat mixture of experts and
 DeepMoE), ``python -m benchmarks.run regress [options]`` (the regressors
 against the base network and HGB), ``python -m benchmarks.run routers
-[options]`` (node routers) and ``python -m benchmarks.run parallel [options]``
-(``n_jobs=1`` against 2);
+[options]`` (node routers), ``python -m benchmarks.run parallel [options]``
+(``n_jobs=1`` against 2) and ``python -m benchmarks.run pareto [options]`` (the
+Pareto report of accuracy against predict throughput and fit time, from the
+result files);
 ``python -m benchmarks.run SUBCOMMAND --help`` lists each one's options.
 
 Fits every selected model on the same stratified splits of every selected
@@ -42,7 +44,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from . import _data, _models, _report
+from . import _anchors, _data, _models, _report, _width  # noqa: F401 - registers
 from ._models import BASELINE, MODELS, Config, Context, Skip
 from ._worker import Runner
 
@@ -55,6 +57,7 @@ SUBCOMMANDS = {
     "regress": "_regress",
     "routers": "_routers",
     "parallel": "_parallel",
+    "pareto": "_pareto",
 }
 
 #: Figures of a fit, copied to models evaluated on another model's fit.
@@ -84,7 +87,9 @@ PRESETS = {
     ),
     # The scale tier: the classifier's own defaults (40 root + 10 expert
     # epochs, depth 2, K in 2..5) on the two large data sets, with the
-    # three compute-matched controls.
+    # three compute-matched controls, the width sweep of the Pareto report,
+    # ConvEmbedder on images and the anchors (benchmarks/_anchors.py; skipped
+    # with a message where the bench extra is not installed).
     "large": dict(
         datasets=["fashion-mnist", "covtype"],
         models=[
@@ -94,6 +99,16 @@ PRESETS = {
             "ctrl-epochs",
             "ctrl-ensemble",
             "ctrl-wide",
+            "width-0.5x",
+            "width-2x",
+            "width-4x",
+            "width-8x",
+            "conv",
+            "lgbm",
+            "lgbm-1000",
+            "hgb-1000",
+            "realmlp-td",
+            "tabm-d",
         ],
         seeds=2,
         epochs=40,
@@ -135,7 +150,9 @@ def build_parser():
         ),
         epilog=(
             "Subcommands (instead of the suite): `dec` (DEC/IDEC against k-means), "
-            "`moe` (flat mixture of experts and DeepMoE), `routers` (node routers); "
+            "`moe` (flat mixture of experts and DeepMoE), `routers` (node routers), "
+            "`regress`, `parallel`, `pareto` (accuracy against predict throughput "
+            "and fit time, from the result files); "
             "`python -m benchmarks.run SUBCOMMAND --help` lists their options."
         ),
     )
@@ -265,6 +282,13 @@ def build_parser():
         help="multiples of --scaling-rows to fit (default 1,2,4,8)",
     )
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling run")
+    p.add_argument(
+        "--no-base",
+        action="store_true",
+        help="do not add the ratio baseline (base) to the models; time and "
+        "memory ratios are then left out (e.g. a second run of a slow anchor "
+        "on splits whose base was already measured)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -460,6 +484,7 @@ def run_benchmarks(settings, args, runner, started):
                 n_classes=len(np.unique(y_tr)),
                 n_train=len(y_tr),
                 config=config,
+                X_train=X_tr,
             )
             base = None
             shared = {}
@@ -646,6 +671,7 @@ def main(argv=None):
         lr=args.lr,
         rf_trees=s["rf_trees"],
         tree_params=_tree_params(args.tree_param),
+        threads=args.threads,
     )
     if s["models"] == "quick":
         names = [m.name for m in MODELS.values() if m.quick]
@@ -660,7 +686,7 @@ def main(argv=None):
             else:
                 names.append(n)
     names = [n for n in names if n not in set(args.exclude_models)]
-    specs, added = _models.resolve(names)
+    specs, added = _models.resolve(names, baseline=not args.no_base)
     if added:
         _say(
             f"added model(s) {', '.join(added)} (the ratio baseline, or needed "
