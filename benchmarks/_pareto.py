@@ -113,13 +113,28 @@ def dominators(rows, model, speed="predict_rows_per_s", groups=("hemoe_sk", "wid
     ]
 
 
+def _not_comparable(meta):
+    """Why a run's figures do not belong on the full data set's front, or ''."""
+    config = meta["config"]
+    if meta.get("quick"):
+        return "a --quick run"
+    if config.get("max_rows") is not None:
+        return f"subsampled to {config['max_rows']} rows"
+    if config.get("tree_params"):
+        return f"trees with --tree-param {config['tree_params']}"
+    return ""
+
+
 def collect(paths, datasets=None):
     """``{dataset: [row, ...]}`` from benchmark result files.
 
     A row holds the model, its group, the mean accuracy (and its standard
     deviation), fit seconds and predict rows/s over the seeds, the number of
     seeds and where it comes from (file, date, threads). A model found in
-    several files keeps the one with the latest date.
+    several files keeps the one with the latest date. Files of ``--quick``
+    runs, of subsampled data (``--max-rows``) and of trees with
+    ``--tree-param`` are left out (with a printed note): their figures are
+    not those of the full data set's defaults.
     """
     found = {}
     for path in paths:
@@ -134,6 +149,10 @@ def collect(paths, datasets=None):
         meta = result.get("meta", {})
         if not isinstance(summary, dict) or "config" not in meta:
             continue  # not a file of the main suite
+        why = _not_comparable(meta)
+        if why:
+            print(f"{path.name} left out: {why}")
+            continue
         models = result.get("models", {})
         for dataset, by_model in summary.items():
             if datasets is not None and dataset not in datasets:

@@ -362,9 +362,9 @@ def test_pareto_front_on_a_tiny_table():
         pareto_front(rows, [("acc", "up")])
 
 
-def _result_file(path, date, summary, groups):
+def _result_file(path, date, summary, groups, **config):
     path.write_text(json.dumps({
-        "meta": {"date": date, "config": {"threads": 1},
+        "meta": {"date": date, "config": {"threads": 1, "max_rows": None, **config},
                  "machine": {"loadavg": "1.0"}},
         "models": {m: {"group": g} for m, g in groups.items()},
         "summary": summary,
@@ -388,8 +388,12 @@ def test_pareto_report_from_result_files(tmp_path):
         "other": {"lgbm": fig(0.5, 1, 1)}},
         {"lgbm": "anchor", "width-2x": "width"})
     (tmp_path / "notes.json").write_text("[1, 2]")  # not a suite file: ignored
+    sub = _result_file(tmp_path / "sub.json", "2026-03-01 10:00 UTC", {
+        "toy": {"tree-hard": fig(0.99, 1, 1e9)}}, {"tree-hard": "hemoe_sk"},
+        max_rows=500)  # a subsample: not the full data set's figures
     tables = _pareto.main(["--inputs", str(old), str(new), str(tmp_path / "notes.json"),
-                           "--datasets", "toy", "--results-dir", str(tmp_path)])
+                           str(sub), "--datasets", "toy", "--results-dir",
+                           str(tmp_path)])
     rows = {r["model"]: r for r in tables["toy"]}
     assert set(rows) == {"base", "tree-hard", "lgbm", "width-2x"}
     assert rows["lgbm"]["accuracy"] == 0.85 and rows["lgbm"]["source"] == "new.json"
