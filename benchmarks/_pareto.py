@@ -29,6 +29,8 @@ import json
 import math
 from pathlib import Path
 
+from ._report import _mean, _std
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: Models the report's verdict is about (the hierarchical trees).
@@ -128,15 +130,17 @@ def _not_comparable(meta):
 def collect(paths, datasets=None):
     """``{dataset: [row, ...]}`` from benchmark result files.
 
-    A row holds the model, its group, the mean accuracy (and its standard
-    deviation), fit seconds and predict rows/s over the seeds, the number of
-    seeds and where it comes from (file, date, threads). A model found in
-    several files keeps the one with the latest date. Files of ``--quick``
-    runs, of subsampled data (``--max-rows``) and of trees with
-    ``--tree-param`` are left out (with a printed note): their figures are
-    not those of the full data set's defaults.
+    Every fit (data set, model, seed) is read from the files' ``runs``; a
+    fit found in several files keeps the latest run's, so seeds measured in
+    separate runs (``--first-seed``) add up. A row holds the model, its
+    group, the mean accuracy over its seeds (and their standard deviation),
+    the mean fit seconds and predict rows/s, the number of seeds and the
+    files it comes from. Files of ``--quick`` runs, of subsampled data
+    (``--max-rows``) and of trees with ``--tree-param`` are left out (with a
+    printed note): their figures are not those of the full data set's
+    defaults.
     """
-    found = {}
+    fits, groups, files = {}, {}, {}
     for path in paths:
         path = Path(path)
         try:
@@ -145,40 +149,49 @@ def collect(paths, datasets=None):
             raise SystemExit(f"cannot read {path}: {exc}") from None
         if not isinstance(result, dict):
             continue  # not a file of the main suite
-        summary = result.get("summary")
+        runs = result.get("runs")
         meta = result.get("meta", {})
-        if not isinstance(summary, dict) or "config" not in meta:
+        if not isinstance(runs, list) or "config" not in meta:
             continue  # not a file of the main suite
         why = _not_comparable(meta)
         if why:
             print(f"{path.name} left out: {why}")
             continue
-        models = result.get("models", {})
-        for dataset, by_model in summary.items():
-            if datasets is not None and dataset not in datasets:
+        date = meta.get("date", "")
+        files[path.name] = (
+            date,
+            meta["config"].get("threads"),
+            (meta.get("machine") or {}).get("loadavg"),
+        )
+        for model, m in result.get("models", {}).items():
+            groups.setdefault(model, m.get("group"))
+        for r in runs:
+            if r.get("error") is not None or r.get("accuracy") is None:
                 continue
-            for model, s in by_model.items():
-                row = {
-                    "model": model,
-                    "group": models.get(model, {}).get("group", _GROUPS.get(model)),
-                    "accuracy": s.get("accuracy_mean"),
-                    "accuracy_std": s.get("accuracy_std"),
-                    "fit_s": s.get("fit_s_mean"),
-                    "predict_rows_per_s": s.get("predict_rows_per_s_mean"),
-                    "n_seeds": s.get("n_seeds"),
-                    "source": path.name,
-                    "date": meta.get("date", ""),
-                    "threads": meta["config"].get("threads"),
-                    "loadavg": (meta.get("machine") or {}).get("loadavg"),
-                }
-                if row["accuracy"] is None:
-                    continue
-                old = found.get((dataset, model))
-                if old is None or row["date"] >= old["date"]:
-                    found[(dataset, model)] = row
+            if datasets is not None and r["dataset"] not in datasets:
+                continue
+            key = (r["dataset"], r["model"], r["seed"])
+            if key not in fits or date >= fits[key][0]:
+                fits[key] = (date, path.name, r)
+    by_model = {}
+    for (dataset, model, _), (_, name, r) in fits.items():
+        by_model.setdefault((dataset, model), []).append((name, r))
     out = {}
-    for (dataset, _), row in found.items():
-        out.setdefault(dataset, []).append(row)
+    for (dataset, model), entries in by_model.items():
+        runs = [r for _, r in entries]
+        acc = [r["accuracy"] for r in runs]
+        sources = sorted({name for name, _ in entries})
+        out.setdefault(dataset, []).append({
+            "model": model,
+            "group": groups.get(model) or _GROUPS.get(model),
+            "accuracy": _mean(acc),
+            "accuracy_std": _std(acc),
+            "fit_s": _mean([r.get("fit_s") for r in runs]),
+            "predict_rows_per_s": _mean([r.get("predict_rows_per_s") for r in runs]),
+            "n_seeds": len(runs),
+            "source": ", ".join(sources),
+            "files": {name: files[name] for name in sources},
+        })
     for rows in out.values():
         rows.sort(key=lambda r: -r["accuracy"])
         for key, flags in (
@@ -199,7 +212,7 @@ def _num(x, digits=0):
 
 def markdown(dataset, rows):
     """The Pareto table of one data set, with the trees' verdict."""
-    sources = sorted({(r["source"], r["date"], r["threads"], r["loadavg"]) for r in rows})
+    sources = sorted({(name, *info) for r in rows for name, info in r["files"].items()})
     lines = [
         f"# Pareto report: {dataset}",
         "",

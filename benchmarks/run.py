@@ -213,6 +213,13 @@ def build_parser():
         "--seeds", type=int, help="number of seeds = splits (default 3; --quick 2)"
     )
     p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds run are first-seed .. first-seed + seeds - 1 (default 0): "
+        "add a seed to an earlier run; `pareto` merges the seeds of several files",
+    )
+    p.add_argument(
         "--test-size",
         type=float,
         default=0.3,
@@ -467,7 +474,7 @@ def run_benchmarks(settings, args, runner, started):
             _say(f"  note: {note}")
         _, counts = np.unique(data.y, return_counts=True)
         stratify = data.y if counts.min() >= 2 else None
-        for seed in range(settings["seeds"]):
+        for seed in range(args.first_seed, args.first_seed + settings["seeds"]):
             if data.test is not None:  # an official split: the seed varies the models
                 X_tr, y_tr, (X_te, y_te) = data.X, data.y, data.test
             else:
@@ -729,6 +736,7 @@ def main(argv=None):
             "duration_s": None,
             "config": {
                 "seeds": s["seeds"],
+                "first_seed": args.first_seed,
                 "test_size": args.test_size,
                 "max_rows": s["max_rows"],
                 "max_epochs": config.max_epochs,

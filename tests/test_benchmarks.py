@@ -362,12 +362,19 @@ def test_pareto_front_on_a_tiny_table():
         pareto_front(rows, [("acc", "up")])
 
 
-def _result_file(path, date, summary, groups, **config):
+def _result_file(path, date, runs, groups, **config):
+    """A result file of the suite: ``runs`` maps (data set, model) to one
+    (accuracy, fit s, predict rows/s) per seed."""
     path.write_text(json.dumps({
         "meta": {"date": date, "config": {"threads": 1, "max_rows": None, **config},
                  "machine": {"loadavg": "1.0"}},
         "models": {m: {"group": g} for m, g in groups.items()},
-        "summary": summary,
+        "runs": [
+            {"dataset": d, "model": m, "seed": seed, "accuracy": acc, "fit_s": fit,
+             "predict_rows_per_s": speed, "error": None}
+            for (d, m), figures in runs.items()
+            for seed, (acc, fit, speed) in figures.items()
+        ] + [{"dataset": "toy", "model": "broken", "seed": 0, "error": "boom"}],
     }))
     return path
 
@@ -375,36 +382,45 @@ def _result_file(path, date, summary, groups, **config):
 def test_pareto_report_from_result_files(tmp_path):
     from benchmarks import _pareto
 
-    def fig(acc, fit, speed):
-        return {"accuracy_mean": acc, "accuracy_std": 0.01, "fit_s_mean": fit,
-                "predict_rows_per_s_mean": speed, "n_seeds": 2}
-
     old = _result_file(tmp_path / "old.json", "2026-01-01 10:00 UTC", {
-        "toy": {"base": fig(0.80, 10, 1e5), "tree-hard": fig(0.84, 30, 5e4),
-                "lgbm": fig(0.83, 3, 4e4)}},
+        ("toy", "base"): {0: (0.80, 10, 1e5), 1: (0.82, 12, 1e5)},
+        ("toy", "tree-hard"): {0: (0.84, 30, 5e4), 1: (0.84, 30, 5e4)},
+        ("toy", "lgbm"): {0: (0.83, 3, 4e4)}},
         {"base": "hemoe_sk", "tree-hard": "hemoe_sk", "lgbm": "anchor"})
     new = _result_file(tmp_path / "new.json", "2026-02-01 10:00 UTC", {
-        "toy": {"lgbm": fig(0.85, 2, 3e4), "width-2x": fig(0.86, 20, 6e4)},
-        "other": {"lgbm": fig(0.5, 1, 1)}},
+        ("toy", "lgbm"): {0: (0.85, 2, 3e4), 1: (0.87, 4, 3e4)},
+        ("toy", "width-2x"): {0: (0.86, 20, 6e4)},
+        ("other", "lgbm"): {0: (0.5, 1, 1)}},
         {"lgbm": "anchor", "width-2x": "width"})
+    # width-2x's second seed measured in a later run: the seeds add up.
+    later = _result_file(tmp_path / "later.json", "2026-02-02 10:00 UTC", {
+        ("toy", "width-2x"): {1: (0.88, 22, 6e4)}}, {"width-2x": "width"})
     (tmp_path / "notes.json").write_text("[1, 2]")  # not a suite file: ignored
     sub = _result_file(tmp_path / "sub.json", "2026-03-01 10:00 UTC", {
-        "toy": {"tree-hard": fig(0.99, 1, 1e9)}}, {"tree-hard": "hemoe_sk"},
+        ("toy", "tree-hard"): {0: (0.99, 1, 1e9)}}, {"tree-hard": "hemoe_sk"},
         max_rows=500)  # a subsample: not the full data set's figures
-    tables = _pareto.main(["--inputs", str(old), str(new), str(tmp_path / "notes.json"),
-                           str(sub), "--datasets", "toy", "--results-dir",
-                           str(tmp_path)])
+    tables = _pareto.main(["--inputs", str(old), str(new), str(later),
+                           str(tmp_path / "notes.json"), str(sub), "--datasets", "toy",
+                           "--results-dir", str(tmp_path)])
     rows = {r["model"]: r for r in tables["toy"]}
     assert set(rows) == {"base", "tree-hard", "lgbm", "width-2x"}
-    assert rows["lgbm"]["accuracy"] == 0.85 and rows["lgbm"]["source"] == "new.json"
+    # lgbm's seed 0 from the newer file, its seed 1 only there.
+    assert rows["lgbm"]["accuracy"] == pytest.approx(0.86)
+    assert rows["lgbm"]["fit_s"] == pytest.approx(3) and rows["lgbm"]["n_seeds"] == 2
+    assert rows["lgbm"]["source"] == "new.json"
+    assert rows["width-2x"]["accuracy"] == pytest.approx(0.87)
+    assert rows["width-2x"]["source"] == "later.json, new.json"
+    assert rows["base"]["accuracy_std"] == pytest.approx(np.std([0.80, 0.82], ddof=1))
     # width-2x is more accurate and faster than the tree: the tree does not pay.
     assert not rows["tree-hard"]["front_predict"]
     assert rows["width-2x"]["front_predict"] and rows["base"]["front_predict"]
+    assert rows["lgbm"]["front_fit"] and not rows["tree-hard"]["front_fit"]
     assert _pareto.dominators(tables["toy"], "tree-hard") == ["width-2x"]
     assert _pareto.dominators(tables["toy"], "tree-soft") is None
     md = (tmp_path / "pareto-toy.md").read_text()
-    assert "| `width-2x` | width | 0.8600 |" in md
+    assert "| `width-2x` | width | 0.8700 |" in md
     assert "`tree-hard`: does not pay here: `width-2x`" in md
+    assert "`sub.json`" not in md and "`later.json`: 2026-02-02 10:00 UTC" in md
     assert (tmp_path / "pareto-toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "pareto-other.md").exists()
 
