@@ -82,7 +82,7 @@ class ConvEmbedder(nn.Module):
     least 4 pixels wide (so the last map keeps at least 2x2 pixels); the last
     map is flattened into a dense embedding of ``embedding_dim`` units (ReLU),
     and a linear layer gives the logits after dropout. With the defaults on
-    28x28 grey images it has about 94,000 parameters (28 -> 14 -> 7 -> 3
+    28x28 grey images it has about 93,000 parameters (28 -> 14 -> 7 -> 3
     pixels, 64 x 3 x 3 values into the dense layer).
 
     Batch norm uses its running statistics in eval mode, so a prediction
