@@ -38,13 +38,14 @@ from .node import (
     NodeContext,
     PairRouter,
     decide_split,
+    epochs_run,
     most_confused_pair,
     node_splits,
     routed_outputs,
     search_node,
 )
 from .refine import refine_tree
-from .tree import HierarchyTree, Node
+from .tree import HierarchyTree, Node, TrainingRecord
 
 __all__ = ["SPLIT_SIGNALS", "HierarchicalMoEBase"]
 
@@ -320,6 +321,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         # Held-out selection: one split of the training set, drawn before any
         # network trains; its held-out rows choose every split of the tree.
         held = None
+        root_training = []
         if (
             self.selection == "held-out"
             and self.cv is None
@@ -330,19 +332,14 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             _, val = node_splits(y_enc, self.validation_size, None, split_seed)[0]
             held = np.zeros(len(X), dtype=bool)
             held[val] = True
-            train_net(
-                net,
-                RowSubset(X, y_enc, all_rows[~held], weight=weight),
-                seed=int(rng.randint(np.iinfo(np.int32).max)),
-                stage="root network (fit part)",
-            )
+            stage, root_rows = "root network (fit part)", all_rows[~held]
+            seed = int(rng.randint(np.iinfo(np.int32).max))
         else:
-            train_net(
-                net,
-                RowSubset(X, y_enc, all_rows, weight=weight),
-                seed=root_seed,
-                stage="root network",
-            )
+            stage, root_rows, seed = "root network", all_rows, root_seed
+        train_net(
+            net, RowSubset(X, y_enc, root_rows, weight=weight), seed=seed, stage=stage
+        )
+        root_training.append(TrainingRecord(stage, len(root_rows), epochs_run(net)))
         root_epochs = int(getattr(net, "max_epochs", self.max_epochs))
 
         nodes = []
@@ -350,7 +347,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             desc="hemoe_sk nodes", unit="node", disable=self.verbose < 1, leave=False
         )
 
-        def add_node(rows, depth, parent, embedder, classifier, epochs):
+        def add_node(rows, depth, parent, embedder, classifier, epochs, training):
             node = Node(
                 node_id=len(nodes),
                 depth=depth,
@@ -360,11 +357,14 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
                 embedder=embedder,
                 classifier=classifier,
                 epochs=epochs,
+                training=training,
             )
             nodes.append(node)
             return node
 
-        root = add_node(all_rows, 0, -1, net, NetExpert(net), root_epochs)
+        root = add_node(
+            all_rows, 0, -1, net, NetExpert(net), root_epochs, root_training
+        )
         pending = [(root, all_rows, held, root_seed)]
         leaves = []
         while pending:
@@ -395,11 +395,11 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
                     node, rows, node_held, X, y_enc, n_classes, clusterer, grid,
                     cluster_grid, min_size, expert_epochs, rng, device, weight,
                 )
-                for c_rows, c_held, expert, c_seed in children:
+                for c_rows, c_held, expert, c_seed, record in children:
                     child_embedder = expert.net if expert.net is not None else node.embedder
                     child = add_node(
                         c_rows, node.depth + 1, node.node_id, child_embedder, expert,
-                        node.epochs + expert_epochs,
+                        node.epochs + expert_epochs, [record],
                     )
                     node.children.append(child.node_id)
                     if isinstance(node.router, PairRouter) and (
@@ -430,6 +430,10 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
                 optimizer=self.optimizer,
                 sample_weight=weight,
             )
+            for node in nodes:
+                node.training.append(
+                    TrainingRecord("joint refinement", len(X), len(self.refine_loss_))
+                )
         for node, rows, _, _ in leaves:
             node.train_accuracy = self._node_score(node, X, y_enc, rows, weight)
 
@@ -477,8 +481,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
     ):
         """Search the node's K.
 
-        Returns ``[(child rows, child held-out mask, expert, expert seed)]``,
-        or ``[]`` when the node stays whole.
+        Returns ``[(child rows, child held-out mask, expert, expert seed,
+        TrainingRecord of the expert)]``, or ``[]`` when the node stays whole.
         """
         context = self._context(
             node, rows, node.embedder, X, y_enc, n_classes, expert_epochs, device,
@@ -540,6 +544,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             if self.overlap > 0 else None
         )
         children = []
+        training = [] if result.training is None else list(result.training)
         for c in range(result.n_clusters):
             own = np.flatnonzero(result.labels == c)
             if len(own) == 0:
@@ -554,9 +559,11 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
                     trainable[context.expert_positions(labels, proba, c, seed + c)],
                     seed=seed + 1 + c,
                     stage=f"{name}, final expert {c}",
+                    log=training,
                 )
             children.append(
-                (rows[own], None if held is None else held[own], expert, seed + 1 + c)
+                (rows[own], None if held is None else held[own], expert, seed + 1 + c,
+                 training[c])
             )
         if self.pair_expert and held is not None:
             pair_child = self._pair_child(
@@ -574,7 +581,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         when, on the node's held-out rows, the split with it beats the split
         without it by ``split_test``. Sets ``node.router`` to a
         :class:`~hemoe_sk.node.PairRouter` and returns the child's
-        ``(rows, held-out mask, expert, seed)``, or returns ``None``.
+        ``(rows, held-out mask, expert, seed, TrainingRecord)``, or returns
+        ``None``.
         """
         fit, val = np.flatnonzero(~held), np.flatnonzero(held)
         router = result.router
@@ -586,8 +594,10 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             return None
         union = np.isin(result.labels, pair)
         k = router.n_clusters
+        training = []
         expert = context.train_expert(
-            fit[union[fit]], seed=seed + 1 + k, stage=f"{context.name}, pair expert {pair}"
+            fit[union[fit]], seed=seed + 1 + k, stage=f"{context.name}, pair expert {pair}",
+            log=training,
         )
         # Held-out outcomes with and without the pair expert: only the rows
         # ambiguous between the pair differ.
@@ -616,7 +626,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         if not decision.keep:
             return None
         node.router = pair_router
-        return rows[union], held[union], expert, seed + 1 + k
+        return rows[union], held[union], expert, seed + 1 + k, training[0]
 
     def _refit_leaf(
         self, nodes, node, rows, X, y_enc, n_classes, expert_epochs, seed, device,
@@ -631,6 +641,9 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         if node.parent < 0:
             train_net(node.embedder, RowSubset(X, y_enc, rows, weight=weight),
                       seed=seed, stage="root network")
+            node.training.append(
+                TrainingRecord("root network", len(rows), epochs_run(node.embedder))
+            )
             return
         parent = nodes[node.parent]
         # A fine-tuned expert reads X, not the parent's embeddings.
@@ -640,7 +653,8 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             weight,
         )
         expert = context.train_expert(
-            np.arange(len(rows)), seed=seed, stage=f"{context.name}, refit on all rows"
+            np.arange(len(rows)), seed=seed, stage=f"{context.name}, refit on all rows",
+            log=node.training,
         )
         node.classifier = expert
         node.embedder = expert.net if expert.net is not None else parent.embedder

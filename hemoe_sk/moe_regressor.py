@@ -17,7 +17,11 @@ from .base import BaseNetEstimator, NetRegressorMixin, keep_state_on_error
 from .moe import FLAT_MOE_CONSTRAINTS, FlatMoEMixin
 from .nn.build import make_regressor_net
 from .nn.inference import predict_output
-from .nn.moe import REGRESSION_LOSSES, MixtureOfExpertsRegressionModule
+from .nn.moe import (
+    REGRESSION_GATINGS,
+    REGRESSION_LOSSES,
+    MixtureOfExpertsRegressionModule,
+)
 
 __all__ = ["MixtureOfExpertsRegressor"]
 
@@ -42,8 +46,9 @@ class MixtureOfExpertsRegressor(
     gating : {"soft", "topk"}, default="soft"
         ``"soft"``: softmax gate over all experts; ``"topk"``: noisy top-k
         gating with load balancing, only the selected experts run (Shazeer et
-        al., 2017). ``"guided"`` (the classifier's label-guided gate) raises a
-        ValueError: regression has no classes to assign to experts.
+        al., 2017). ``"guided"`` (the classifier's label-guided gate) is
+        refused (``InvalidParameterError``, a ValueError): regression has no
+        classes to assign to experts.
     k : int, default=2
         Experts used per sample with ``gating="topk"``; must not exceed
         ``n_experts``. Ignored otherwise.
@@ -100,6 +105,8 @@ class MixtureOfExpertsRegressor(
 
     _parameter_constraints = {
         **FLAT_MOE_CONSTRAINTS,
+        # "guided" assigns classes to experts: a classifier's gate only.
+        "gating": [StrOptions(set(REGRESSION_GATINGS))],
         "loss": [StrOptions(set(REGRESSION_LOSSES))],
     }
 
@@ -122,11 +129,6 @@ class MixtureOfExpertsRegressor(
         self : MixtureOfExpertsRegressor
             Fitted estimator.
         """
-        if self.gating == "guided":
-            raise ValueError(
-                "gating='guided' assigns classes to experts, so it is for "
-                "MixtureOfExpertsClassifier only; use 'soft' or 'topk'."
-            )
         X, Y, target_info, weight = self._validate_weighted_training_data(
             X, y, sample_weight
         )

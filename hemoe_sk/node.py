@@ -19,6 +19,7 @@ kept per node.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import numbers
 import time
@@ -45,6 +46,7 @@ from .nn.experts import make_expert_net
 from .nn.inference import predict_output
 from .nn.modules import LinearHead
 from .nn.training import RowSubset, train_net
+from .tree import TrainingRecord
 
 __all__ = [
     "REGRESSION_SCORINGS",
@@ -88,6 +90,12 @@ class ConstantExpert:
 #: Experts that are networks started from the node's network (see
 #: :func:`hemoe_sk.nn.experts.make_expert_net`).
 NET_EXPERTS = ("finetune", "residual", "lora")
+
+
+def epochs_run(net):
+    """Epochs in a skorch net's history (0 before it is initialised): a
+    fine-tuned copy continues its parent's history."""
+    return len(net.history_) if hasattr(net, "history_") else 0
 
 
 class NetExpert:
@@ -371,16 +379,26 @@ class NodeContext:
             labels, proba, cluster, self.overlap, self.outside_share, seed
         )
 
-    def train_expert(self, positions, seed, stage, kind=None):
+    def train_expert(self, positions, seed, stage, kind=None, log=None):
         """Train one expert on the node rows at ``positions``.
 
         ``kind`` overrides ``expert`` (the search's ``"head"`` candidates).
+        ``log``, a list, receives the expert's
+        :class:`~hemoe_sk.tree.TrainingRecord` (``stage``, the number of
+        rows, the epochs it ran).
         """
+        expert, epochs = self._fit_expert(positions, seed, stage, kind)
+        if log is not None:
+            log.append(TrainingRecord(stage, len(positions), epochs))
+        return expert
+
+    def _fit_expert(self, positions, seed, stage, kind):
+        """:meth:`train_expert`'s work; returns ``(expert, epochs run)``."""
         kind = self.expert if kind is None else kind
         rows = self.rows[positions]
         labels = None if self.regression else np.unique(self.y[rows])
         if labels is not None and len(labels) == 1:
-            return ConstantExpert(labels[0], self.n_classes)
+            return ConstantExpert(labels[0], self.n_classes), 0
         if isinstance(kind, str) and kind in NET_EXPERTS:
             net = (
                 copy.deepcopy(self.net)
@@ -390,6 +408,7 @@ class NodeContext:
                     random_state=seed,
                 )
             )
+            before = epochs_run(net)
             train_net(
                 net,
                 RowSubset(self.X, self.y, rows, weight=self.w),
@@ -398,7 +417,7 @@ class NodeContext:
                 partial=True,
                 max_epochs=self.expert_epochs,
             )
-            return NetExpert(net)
+            return NetExpert(net), epochs_run(net) - before
         E = self.E[positions]
         if isinstance(kind, str) and kind == "head":
             make_net = make_regressor_net if self.regression else make_classifier_net
@@ -416,7 +435,7 @@ class NodeContext:
                     seed=seed,
                     stage=stage,
                 )
-            return HeadExpert(head)
+            return HeadExpert(head), epochs_run(head)
         estimator = clone(kind)
         if "random_state" in estimator.get_params():
             estimator.set_params(random_state=seed)
@@ -434,7 +453,7 @@ class NodeContext:
                 "an expert whose fit does, or fit without sample_weight and "
                 "class_weight."
             )
-        return SklearnExpert(estimator, self.n_classes)
+        return SklearnExpert(estimator, self.n_classes), 0
 
 
 #: The scorings of a regressor's K search, each with the name its scores
@@ -491,8 +510,16 @@ def regression_score(y, pred, scoring="r2", sample_weight=None):
 
 
 def _rows_key(positions):
-    positions = np.asarray(positions)
-    return (len(positions), hash(positions.tobytes()))
+    """A key naming a set of node positions, the same in every process.
+
+    Python's ``hash`` of bytes is salted per process (``PYTHONHASHSEED``), so
+    a key built from it in the calling process would never match one built
+    in a loky, Dask or Ray worker: the pretrained clusterers and reducers
+    that :func:`search_node` hands out would be missed there and fitted again.
+    """
+    positions = np.ascontiguousarray(positions, dtype=np.intp)
+    digest = hashlib.blake2b(positions.tobytes(), digest_size=16).hexdigest()
+    return (len(positions), digest)
 
 
 class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
@@ -529,6 +556,8 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
     router_ : Router or None
     experts_ : list
         One expert per cluster.
+    training_ : list of TrainingRecord
+        What each expert trained on, aligned with ``experts_``.
     cluster_sizes_ : ndarray of shape (n_clusters,)
     eligible_ : bool
     """
@@ -628,6 +657,7 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
             and self.cluster_sizes_.min() >= self.min_cluster_size
         )
         self.experts_ = []
+        self.training_ = []
         self.classes_ = np.arange(ctx.n_classes)
         if not self.eligible_:
             return self
@@ -644,6 +674,7 @@ class NodeExpertsClassifier(ClassifierMixin, BaseEstimator):
                     seed=self.random_state + 1 + c,
                     stage=f"{ctx.name}, K={k} search, expert {c}",
                     kind=kind,
+                    log=self.training_,
                 )
             )
         return self
@@ -984,7 +1015,9 @@ class NodeSearchResult:
     its held-out weighted accuracy. ``decision`` says whether the best
     candidate beat the unsplit node (``None`` when no split was eligible).
     ``experts`` are the chosen candidate's experts as trained in the search
-    (on the first split's fit rows), when ``search_node`` was asked for them.
+    (on the first split's fit rows), when ``search_node`` was asked for them,
+    and ``training`` what each of them trained on
+    (:class:`~hemoe_sk.tree.TrainingRecord`).
     """
 
     router: object
@@ -994,6 +1027,7 @@ class NodeSearchResult:
     min_gain: float = 0.0
     decision: SplitDecision | None = None
     experts: list | None = None
+    training: list | None = None
 
     @property
     def n_clusters(self):
@@ -1036,6 +1070,7 @@ def _fit_and_score(candidate, params, train, test, y_node, *, keep_router,
         "score_time": score_time,
         "router": est.router_ if keep_router else None,
         "experts": est.experts_ if keep_experts else None,
+        "training": est.training_ if keep_experts else None,
     }
 
 
@@ -1105,7 +1140,7 @@ def search_node(
     cluster_param_grid=None,
     reducer=None,
     min_gain="auto",
-    split_test="margin",
+    split_test="bootstrap",
     split_alpha=0.05,
     splits=None,
     return_experts=False,
@@ -1235,7 +1270,7 @@ def search_node(
         elif best != unsplit and not decision.keep:
             best = unsplit
     router = None
-    experts = None
+    experts = training = None
     labels = np.zeros(n, dtype=np.intp)
     if best != unsplit:
         # The first split's task of the chosen candidate: its router and
@@ -1244,6 +1279,7 @@ def search_node(
         labels = router.predict(context.E)
         if return_experts:
             experts = out[best * n_splits]["experts"]
+            training = out[best * n_splits]["training"]
     return NodeSearchResult(
         router,
         labels,
@@ -1252,4 +1288,5 @@ def search_node(
         0.0 if decision is None else decision.min_gain,
         decision,
         experts,
+        training,
     )

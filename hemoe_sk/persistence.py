@@ -360,7 +360,9 @@ _CODECS = (
     # -- the fitted tree ----------------------------------------------------
     _own("HierarchyTree", ["hemoe_sk.tree"], "init", init=("nodes", "n_classes")),
     _own(
-        "Node", ["hemoe_sk.tree"], "init", init=_NODE_FIELDS, arrays=("class_counts",)
+        "Node", ["hemoe_sk.tree"], "init", init=_NODE_FIELDS, arrays=("class_counts",),
+        # A record of the fit (Node.training): pickle keeps it, files do not.
+        transient=("training",),
     ),
     _own(
         "Router", ["hemoe_sk.node"], "init", init=("clusterer", "reducer", "n_clusters")

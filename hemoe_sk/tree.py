@@ -10,17 +10,43 @@ and handed on as index arrays, never one sample at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy import sparse
 
 from .nn.inference import embed
 
-__all__ = ["HierarchyTree", "Node"]
+__all__ = ["HierarchyTree", "Node", "TrainingRecord"]
 
 #: Soft routing drops a sample from a subtree when its path probability is
 #: below this; the dropped mass is renormalised away.
 SOFT_ROUTING_EPS = 1e-6
+
+
+class TrainingRecord(NamedTuple):
+    """One training run of a network (or expert) that a node keeps.
+
+    A few numbers, never the rows themselves: what the tree handed the
+    network, and how long it trained.
+
+    Attributes
+    ----------
+    stage : str
+        What was trained, as named in messages: ``"root network (fit
+        part)"``, ``"node 0 (depth 0), K=3 search, expert 1"``, ``"... final
+        expert 1"``, ``"... pair expert (0, 2)"``, ``"... refit on all
+        rows"`` or ``"joint refinement"``.
+    n_rows : int
+        Training rows the tree gave it.
+    epochs : int
+        Epochs it ran (0 for a constant expert, which does not train, and
+        for a scikit-learn expert, which has no epochs).
+    """
+
+    stage: str
+    n_rows: int
+    epochs: int
 
 
 @dataclass(eq=False)
@@ -61,6 +87,13 @@ class Node:
         For a cluster-pair expert (``pair_expert=True``): the two clusters of
         its parent whose ambiguous rows it takes (it is the parent's last
         child, and a leaf). Empty for every other node.
+    training : list of TrainingRecord
+        Every training run of the node's networks, in order: the root
+        network's, or the expert this node was grown from (trained in its
+        parent's search or after it), then a refit on all of the node's rows
+        and the joint refinement, where those ran. A record of the fit, kept
+        by ``pickle``; the safe format (:func:`hemoe_sk.save`) does not store
+        it, so a loaded tree's lists are empty.
     """
 
     node_id: int
@@ -77,6 +110,7 @@ class Node:
     epochs: int = 0
     note: str = ""
     pair: tuple = ()
+    training: list = field(default_factory=list)
 
     @property
     def is_leaf(self):

@@ -1,6 +1,6 @@
 """Behaviour of HierarchicalEmbeddingMoEClassifier."""
 
-import pickle
+import copy
 
 import joblib
 import numpy as np
@@ -63,19 +63,19 @@ def test_max_depth_zero_is_the_base_network(digits):
     assert clf.max_path_epochs_ == SMALL["max_epochs"]
 
 
-def test_probabilities_follow_classes(fitted, digits):
-    _, X_test, _, _ = digits
-    try:
-        for routing in ("hard", "soft"):
-            # routing only matters at prediction: no refit needed
-            fitted.set_params(routing=routing)
-            p = fitted.predict_proba(X_test)
-            assert p.shape == (len(X_test), 10)
-            assert_allclose(p.sum(axis=1), 1.0)
-            assert_array_equal(fitted.predict(X_test), fitted.classes_[p.argmax(axis=1)])
-            assert_allclose(np.exp(fitted.predict_log_proba(X_test)), p)
-    finally:
-        fitted.set_params(routing="soft")
+def test_routing_is_chosen_at_prediction_without_refitting(split_tree, subpopulations):
+    from conftest import SPLITTING_TREE
+
+    X, y = subpopulations
+    clf = copy.deepcopy(split_tree)
+    soft = clf.set_params(routing="soft").predict_proba(X)
+    hard = clf.set_params(routing="hard").predict_proba(X)
+    # A tree fitted for hard routing is the same tree: routing is not used
+    # in fit, and switching it after fit gives that tree's predictions.
+    fitted_hard = HierarchicalEmbeddingMoEClassifier(**SPLITTING_TREE, routing="hard")
+    assert_array_equal(fitted_hard.fit(X, y).predict_proba(X), hard)
+    # Soft routing blends the leaves with the router's probabilities.
+    assert np.abs(soft - hard).max() > 1e-3
 
 
 def test_apply_and_decision_path_agree(split_tree, subpopulations):
@@ -102,31 +102,42 @@ def test_export_text_shows_search(fitted):
     assert "train accuracy" in text
 
 
-def test_unsplit_wins_ties_and_search_is_recorded(fitted):
+def test_the_split_test_decides_and_is_recorded(fitted):
+    """The default rule: the best split is kept only if its paired bootstrap
+    test against K=1 on the held-out rows passes (gain above 0, p below
+    ``split_alpha``); a tie is never a split."""
     root = fitted.tree_.nodes[0]
     scores = root.search["scores"]
     assert set(scores) == {"K=1", "K=2", "K=3"}
-    chosen = len(root.children) or 1
-    a = scores["K=1"]
-    n_held_out = int(np.ceil(0.2 * root.n_samples))  # validation_size=0.2
-    margin = np.sqrt(a * (1 - a) / n_held_out)
-    if chosen > 1:
-        assert scores[f"K={chosen}"] > a + margin - 1e-9
-    else:
-        assert all(not (s > a + margin + 1e-9) for s in scores.values())
     assert "mean_test_score" in root.search["cv_results"]
+    decision = root.search["decision"]
+    assert decision.test == "bootstrap" and decision.min_gain == 0.0
+    # The gain is the held-out accuracy of the best split minus K=1's.
+    best = max(s for name, s in scores.items() if name != "K=1")
+    assert decision.gain == pytest.approx(best - scores["K=1"])
+    assert decision.n == pytest.approx(0.2 * root.n_samples, abs=1)
+    kept = decision.gain > 0 and decision.p_value < fitted.split_alpha
+    assert decision.keep == kept == (len(root.children) > 1)
 
 
-def test_min_gain_zero_keeps_any_strictly_better_split(digits):
+@pytest.mark.parametrize("min_gain", [0.0, 0.5])
+def test_margin_rule_keeps_a_split_that_gains_more_than_min_gain(digits, min_gain):
+    """0.1's rule, still offered: no test, only the margin ``min_gain``."""
     X_train, _, y_train, _ = digits
-    clf = HierarchicalEmbeddingMoEClassifier(**{**SMALL, "min_gain": 0.0})
-    clf.fit(X_train[:500], y_train[:500])
+    clf = HierarchicalEmbeddingMoEClassifier(
+        **SMALL, split_test="margin", min_gain=min_gain
+    ).fit(X_train[:500], y_train[:500])
     root = clf.tree_.nodes[0]
-    best = max(root.search["scores"].items(), key=lambda kv: (kv[1], kv[0] == "K=1"))
-    if best[1] > root.search["scores"]["K=1"]:
-        assert len(root.children) == int(best[0][2:])
-    else:
-        assert root.is_leaf
+    scores = root.search["scores"]
+    decision = root.search["decision"]
+    assert decision.test == "margin" and decision.p_value is None
+    assert decision.min_gain == min_gain
+    best_name, best = max(
+        ((name, s) for name, s in scores.items() if name != "K=1"), key=lambda kv: kv[1]
+    )
+    assert decision.gain == pytest.approx(best - scores["K=1"])
+    assert decision.keep == (decision.gain > min_gain)
+    assert len(root.children) == (int(best_name[2:]) if decision.keep else 0)
 
 
 def test_same_seed_same_model_and_rng_untouched(digits):
@@ -143,14 +154,15 @@ def test_same_seed_same_model_and_rng_untouched(digits):
     assert torch.get_num_threads() == threads
 
 
-def test_pickle_and_joblib_round_trip(fitted, digits, tmp_path):
-    _, X_test, _, _ = digits
-    expected = fitted.predict_proba(X_test)
-    assert_array_equal(pickle.loads(pickle.dumps(fitted)).predict_proba(X_test), expected)
-    joblib.dump(fitted, tmp_path / "model.joblib")
-    assert_array_equal(joblib.load(tmp_path / "model.joblib").predict_proba(X_test), expected)
-    unfitted = pickle.loads(pickle.dumps(HierarchicalEmbeddingMoEClassifier(**SMALL)))
-    assert unfitted.get_params()["max_depth"] == SMALL["max_depth"]
+def test_joblib_round_trip(split_tree, subpopulations, tmp_path):
+    # (pickle itself is scikit-learn's check_estimators_pickle, in test_common)
+    X, _ = subpopulations
+    joblib.dump(split_tree, tmp_path / "model.joblib")
+    loaded = joblib.load(tmp_path / "model.joblib")
+    assert_array_equal(loaded.predict_proba(X), split_tree.predict_proba(X))
+    assert [n.training for n in loaded.tree_.nodes] == [
+        n.training for n in split_tree.tree_.nodes
+    ]
 
 
 def test_string_labels_pipeline_and_cross_validation():
@@ -171,10 +183,17 @@ def test_grid_search_over_own_parameters():
     clf = HierarchicalEmbeddingMoEClassifier(
         **{**SMALL, "max_epochs": 20, "lr": 0.02, "max_depth": 0}
     )
-    search = GridSearchCV(clf, {"lr": [0.001, 0.02], "embedder__hidden_dims": [(8,)]}, cv=2)
+    search = GridSearchCV(
+        clf, {"lr": [0.001, 0.02], "embedder__hidden_dims": [(2,), (8,)]}, cv=2
+    )
     search.fit(X, y)
-    assert search.best_params_["embedder__hidden_dims"] == (8,)
-    assert search.best_estimator_.embedder_.module_.body[0].out_features == 8
+    # Every candidate was fitted with its own parameters (they reach the
+    # network), and the refit best estimator has the best candidate's.
+    assert len(set(search.cv_results_["mean_test_score"])) == 4
+    best = search.best_params_
+    assert search.best_estimator_.embedder_.lr == best["lr"]
+    width = search.best_estimator_.embedder_.module_.body[0].out_features
+    assert (width,) == best["embedder__hidden_dims"]
 
 
 def test_embedder_module_class_and_skorch_net(digits):
@@ -231,28 +250,28 @@ def test_expert_and_router_options(params, digits):
 
 
 def test_split_is_forced_and_single_class_leaf_predicts_it():
-    # Two well separated blobs per class: clustering the embeddings separates
-    # the blobs, and with min_cluster_size=1 every K is eligible.
+    # Four well separated blobs, the first a class of its own: a forced K=4
+    # split (split_test="none") gives it a leaf that holds one class, and a
+    # leaf that never saw the other classes still gives their columns.
     rng = np.random.RandomState(0)
     centers = np.array([[0, 0], [10, 10], [0, 10], [10, 0]], dtype=float)
     X = np.vstack([c + rng.randn(60, 2) * 0.3 for c in centers])
     y = np.repeat([0, 1, 0, 1], 60)
-    y[:60] = 2  # the first blob is a class of its own
+    y[:60] = 2
     clf = HierarchicalEmbeddingMoEClassifier(
         **{**SMALL, "max_epochs": 30, "lr": 0.01, "min_cluster_size": 5,
-           "n_clusters_grid": (4,)}
+           "n_clusters_grid": (4,), "split_test": "none", "routing": "hard"}
     ).fit(X, y)
-    # Whatever the search chose, every leaf holding one class is constant.
-    for node in clf.tree_.nodes:
-        if node.is_leaf and np.count_nonzero(node.class_counts) == 1:
-            assert isinstance(node.classifier, ConstantExpert)
-    proba = clf.predict_proba(X)
-    assert_allclose(proba.sum(axis=1), 1.0)
+    assert len(clf.tree_.nodes[0].children) == 4
+    leaves = [clf.tree_.nodes[i] for i in clf.tree_.leaves]
+    single = [node for node in leaves if np.count_nonzero(node.class_counts) == 1]
+    assert single, clf.export_text()
+    reached = clf.apply(X)
+    for node in leaves:
+        assert isinstance(node.classifier, ConstantExpert) == (node in single)
+    for node in single:
+        rows = reached == node.node_id
+        assert rows.any()
+        label = np.flatnonzero(node.class_counts)[0]
+        assert_array_equal(clf.predict_proba(X[rows]), np.eye(3)[np.full(rows.sum(), label)])
     assert clf.score(X, y) >= 0.95
-
-
-def test_leaf_missing_classes_still_gives_all_columns():
-    expert = ConstantExpert(class_index=1, n_classes=4)
-    p = expert.predict_proba(np.zeros((3, 2)), None, None)
-    assert p.shape == (3, 4)
-    assert_array_equal(p[:, 1], 1.0)

@@ -20,9 +20,11 @@ configuration per mode. Expected failures are listed in
 import inspect
 import warnings
 
+import numpy as np
 import pytest
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.cluster import HDBSCAN, KMeans
+from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -114,6 +116,18 @@ SMALL_CONFIGS = {
 }
 
 _EQUIVALENCE = "check_sample_weight_equivalence_on_dense_data"
+_SUBSET = "check_methods_subset_invariance"
+_FLOAT32_BATCHES = (
+    "float32 inference: a batch of rows and a single row go through different "
+    "matrix kernels (gemm and gemv), which round the logits differently by an "
+    "ulp or two. The probabilities then differ by up to 6.1e-8 (measured on one "
+    "machine, on every classifier configuration here), against the check's "
+    "atol=1e-7, so the check passed or failed by the machine's kernels. "
+    "test_batch_predict_equals_one_by_one_to_float32_rounding below compares "
+    "batch and one-by-one predict_proba of the same configurations at 1e-6 "
+    "(16x the measured difference) and their predictions exactly. (The "
+    "regressors predict through float64 copies of their nets and pass.)"
+)
 _CLASS_WEIGHT = "check_class_weight_classifiers"
 _SHRUNK_BUDGET = (
     "The check trains on 50 unscaled rows (std 20) and raises max_iter to 1000, "
@@ -140,7 +154,9 @@ EXPECTED_FAILED_CHECKS = {
             "repeated rows, zero weights removed rows, to float32 rounding)."
         ),
         _CLASS_WEIGHT: _SHRUNK_BUDGET,
+        _SUBSET: _FLOAT32_BATCHES,
     },
+    "MixtureOfExpertsClassifier": {_SUBSET: _FLOAT32_BATCHES},
     "HierarchicalEmbeddingMoERegressor": {
         _EQUIVALENCE: (
             "Dropout (MLPEmbedder's default 0.1) draws one mask per row, so a row "
@@ -160,6 +176,7 @@ EXPECTED_FAILED_CHECKS = {
             "to float32 rounding: tests/test_weights.py."
         ),
         _CLASS_WEIGHT: _SHRUNK_BUDGET,
+        _SUBSET: _FLOAT32_BATCHES,
     },
 }
 
@@ -191,7 +208,22 @@ EXPECTED_FAILED_CHECKS_BY_CONFIG = [
             )
         },
     ),
-    ("MixtureOfExpertsClassifier", {"gating": "soft"}, {_CLASS_WEIGHT: _SHRUNK_BUDGET}),
+    (
+        "MixtureOfExpertsClassifier",
+        {"gating": "soft"},
+        {
+            _CLASS_WEIGHT: _SHRUNK_BUDGET,
+            _EQUIVALENCE: (
+                "float32 training: the weighted and the repeated fits sum their "
+                "losses in different orders, and after 10 Adam steps their "
+                "probabilities differ by 7.8e-8 (1.9e-7 relative) on one machine and "
+                "by less on another; the check asks 1e-7 relative, so it passed or "
+                "failed by the machine's kernels. tests/test_weights.py::"
+                "test_weight_equivalence_on_the_sklearn_check_data runs the check's "
+                "own data and weights at rtol=1e-5 (50x the measured difference)."
+            ),
+        },
+    ),
     (
         "MixtureOfExpertsClassifier",
         {"gating": "topk"},
@@ -284,3 +316,25 @@ def test_hierarchical_defaults_only_shrink_the_budget(params):
     defaults = hemoe_sk.HierarchicalEmbeddingMoEClassifier().get_params()
     assert defaults["clusterer"] is None  # the default DEC, shrunk above
     assert defaults["routing"] == "soft"
+
+
+_CLASSIFIER_CONFIGS = [
+    est for est in _instances() if _SUBSET in _expected_failed_checks(est)
+]
+
+
+@pytest.mark.parametrize("estimator", _CLASSIFIER_CONFIGS, ids=repr)
+def test_batch_predict_equals_one_by_one_to_float32_rounding(estimator):
+    """What check_methods_subset_invariance asks, at float32's tolerance
+    (see _FLOAT32_BATCHES): every row predicted alone gives its batch
+    prediction up to 1e-6 in probability and exactly in label."""
+    X, y = make_blobs(n_samples=60, centers=3, n_features=4, random_state=0)
+    X = X.astype(np.float32)
+    est = clone(estimator).fit(X, y)
+    batch = est.predict_proba(X)
+    alone = np.vstack([est.predict_proba(X[i : i + 1]) for i in range(len(X))])
+    np.testing.assert_allclose(alone, batch, rtol=0, atol=1e-6)
+    margin = np.sort(batch, axis=1)
+    clear = margin[:, -1] - margin[:, -2] > 1e-5  # no tie the rounding could flip
+    labels = np.concatenate([est.predict(X[i : i + 1]) for i in range(len(X))])
+    np.testing.assert_array_equal(labels[clear], est.predict(X)[clear])

@@ -8,6 +8,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _helpers import DivergingAutoEncoder, diverging_autoencoder
 from scipy.optimize import linear_sum_assignment
 from sklearn.base import clone
 from sklearn.cluster import KMeans
@@ -17,10 +18,10 @@ from sklearn.metrics import normalized_mutual_info_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
-from hemoe_sk.cluster import DECClusterer, _autoencoder
+from hemoe_sk.cluster import DECClusterer
 from hemoe_sk.cluster import dec as dec_module
 from hemoe_sk.cluster._autoencoder import _ArrayBatches
-from hemoe_sk.nn.training import torch_seed
+from hemoe_sk.nn.training import DivergenceError, torch_seed
 
 
 def tiny(**params):
@@ -202,7 +203,7 @@ def _state(net):
     return {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
 
 
-def test_pretrain_reuse_hook(blobs, monkeypatch):
+def test_pretrain_reuse_hook(blobs):
     X, _ = blobs
     dec = tiny(n_clusters=3, gamma=0.1)
     full = clone(dec).fit(X)
@@ -214,14 +215,13 @@ def test_pretrain_reuse_hook(blobs, monkeypatch):
     before = _state(base.autoencoder_)
     n_epochs = len(base.autoencoder_.history)
 
-    # Pretraining must not run again.
-    def no_training(*args, **kwargs):
-        raise AssertionError("the autoencoder was pretrained again")
-
-    monkeypatch.setattr(_autoencoder, "train_net", no_training)
     reused = clone(dec).fit(X, autoencoder=base.autoencoder_)
+    # Pretraining did not run again: the refined autoencoder is a copy of the
+    # given one, whose skorch history is the given one's, epoch by epoch, to
+    # the timings (a new pretraining would have recorded its own).
     assert reused.history_["pretrain_loss"] == []
     assert reused.autoencoder_ is not base.autoencoder_
+    assert reused.autoencoder_.history.to_list() == base.autoencoder_.history.to_list()
     # Same seeds: identical to a fit that pretrained itself.
     np.testing.assert_array_equal(reused.labels_, full.labels_)
     np.testing.assert_allclose(reused.transform(X), full.transform(X), rtol=1e-6)
@@ -321,32 +321,25 @@ def test_pretraining_divergence_names_stage():
             tiny().fit(X)
 
 
-def test_refinement_divergence_retry_then_error(blobs, monkeypatch):
+def test_refinement_divergence_retry_then_error(blobs):
     X, _ = blobs
-    real = dec_module.student_t_log_assign
-    calls = {"n": 0}
-
-    def nan_once(z, centers, alpha):
-        out = real(z, centers, alpha)
-        if not isinstance(z, torch.Tensor):  # the target update, not the loss
-            return out
-        calls["n"] += 1
-        return out * np.nan if calls["n"] == 1 else out
-
-    monkeypatch.setattr(dec_module, "student_t_log_assign", nan_once)
+    # An autoencoder whose first refinement step diverges: the refinement
+    # starts again at a tenth of the learning rate, from the given weights.
+    net = diverging_autoencoder(X, budget=1)
     with pytest.warns(RuntimeWarning, match="refinement.*lr=0.0001"):
-        dec = tiny(n_clusters=3).fit(X)
+        dec = tiny(n_clusters=3).fit(X, autoencoder=net)
+    assert DivergingAutoEncoder.budget == 0  # the diverging step ran
     assert np.all(np.isfinite(dec.transform(X)))
-    assert dec.history_["iteration"][0] == 0
+    assert dec.history_["iteration"][0] == 0  # the failed attempt's history is gone
+    assert dec.history_["iteration"][-1] == dec.n_iter_
 
-    monkeypatch.setattr(
-        dec_module,
-        "student_t_log_assign",
-        lambda z, c, a: real(z, c, a) * (np.nan if isinstance(z, torch.Tensor) else 1),
-    )
+    # One that always diverges: an error naming the stage, after one retry.
+    net = diverging_autoencoder(X, budget=10**9)
     with pytest.warns(RuntimeWarning, match="refinement"):
-        with pytest.raises(RuntimeError, match="DECClusterer refinement"):
-            tiny(n_clusters=3).fit(X)
+        with pytest.raises(
+            DivergenceError, match="DECClusterer refinement: .*10x lower learning rate"
+        ):
+            tiny(n_clusters=3).fit(X, autoencoder=net)
 
 
 def test_verbose(blobs, capsys):

@@ -8,6 +8,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _helpers import DivergingAutoEncoder, diverging_autoencoder
 from scipy.optimize import linear_sum_assignment
 from sklearn.base import clone
 from sklearn.cluster import KMeans
@@ -16,7 +17,6 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.preprocessing import MinMaxScaler
 
-from hemoe_sk.cluster import _autoencoder
 from hemoe_sk.cluster import mixae as mixae_module
 from hemoe_sk.cluster.dec import DECClusterer
 from hemoe_sk.cluster.mixae import MixtureOfAutoencodersClusterer
@@ -182,7 +182,7 @@ def _state(net):
     return {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
 
 
-def test_pretrain_reuse_hook(blobs, monkeypatch):
+def test_pretrain_reuse_hook(blobs):
     X, _ = blobs
     model = tiny(n_clusters=3)
     full = clone(model).fit(X)
@@ -191,12 +191,11 @@ def test_pretrain_reuse_hook(blobs, monkeypatch):
     assert hasattr(base, "autoencoder_") and not hasattr(base, "module_")
     before = _state(base.autoencoder_)
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("the autoencoder was pretrained again")
-
-    monkeypatch.setattr(_autoencoder, "train_net", no_training)
     reused = clone(model).fit(X, autoencoder=base.autoencoder_)
+    # Pretraining did not run again: the adopted autoencoder's skorch history
+    # is the given one's, epoch by epoch, to the timings.
     assert reused.history_["pretrain_loss"] == []
+    assert reused.autoencoder_.history.to_list() == base.autoencoder_.history.to_list()
     # Same seeds: identical to the fit that pretrained itself.
     np.testing.assert_array_equal(reused.labels_, full.labels_)
     np.testing.assert_allclose(reused.transform(X), full.transform(X), rtol=1e-6)
@@ -217,7 +216,6 @@ def test_pretrain_reuse_hook(blobs, monkeypatch):
         assert torch.equal(before[key], after[key]), key
 
     # A DECClusterer's pretrained autoencoder is accepted too.
-    monkeypatch.undo()
     dec = DECClusterer(hidden_dims=(8,), embedding_dim=2, pretrain_epochs=2,
                        random_state=0).pretrain(X)
     from_dec = tiny(n_clusters=3).fit(X, autoencoder=dec.autoencoder_)
@@ -309,28 +307,24 @@ def test_pretraining_divergence_names_stage():
             tiny().fit(X)
 
 
-def test_joint_training_divergence_retry_then_error(blobs, monkeypatch):
+def test_joint_training_divergence_retry_then_error(blobs):
     X, _ = blobs
-    real = mixae_module._mixae_loss
-    calls = {"n": 0}
-
-    def nan_once(*args):
-        calls["n"] += 1
-        loss, parts = real(*args)
-        return (loss * np.nan if calls["n"] == 1 else loss), parts
-
-    monkeypatch.setattr(mixae_module, "_mixae_loss", nan_once)
+    # Autoencoders whose first joint training step diverges: the joint
+    # training starts again at a tenth of the learning rate.
+    net = diverging_autoencoder(X, budget=1)
     with pytest.warns(RuntimeWarning, match="joint training.*lr=0.0001"):
-        model = tiny(n_clusters=3).fit(X)
+        model = tiny(n_clusters=3).fit(X, autoencoder=net)
+    assert DivergingAutoEncoder.budget == 0  # the diverging step ran
     assert np.all(np.isfinite(model.transform(X)))
     assert len(model.history_["loss"]) == model.n_iter_
+    assert len(model.history_["init_loss"]) == tiny().init_epochs  # one attempt's
 
-    monkeypatch.setattr(
-        mixae_module, "_mixae_loss", lambda *a: (real(*a)[0] * np.nan, real(*a)[1])
-    )
+    net = diverging_autoencoder(X, budget=10**9)
     with pytest.warns(RuntimeWarning, match="joint training"):
-        with pytest.raises(RuntimeError, match="MixtureOfAutoencodersClusterer joint"):
-            tiny(n_clusters=3).fit(X)
+        with pytest.raises(
+            RuntimeError, match="MixtureOfAutoencodersClusterer joint training.*diverged"
+        ):
+            tiny(n_clusters=3).fit(X, autoencoder=net)
 
 
 def test_verbose(blobs, capsys):

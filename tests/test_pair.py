@@ -122,31 +122,45 @@ def test_pair_tree_saves_and_loads(forced, digits, tmp_path):
     assert loaded.tree_.nodes[-1].pair == forced.tree_.nodes[-1].pair
 
 
-@pytest.mark.parametrize("verdict", [True, False])
-def test_pair_expert_follows_the_held_out_test(digits, monkeypatch, verdict):
-    """The split is forced; the pair expert's own test is a spy that runs the
-    bootstrap on the held-out rows, then returns ``verdict``."""
-    from hemoe_sk import hierarchy as module
+def test_a_forced_pair_expert_is_tested_on_the_root_held_out_rows(forced):
+    root = forced.tree_.nodes[0]
+    split, pair = root.search["decision"], root.search["pair"]["decision"]
+    # split_test="none" keeps the pair expert too, after comparing it with
+    # the plain split on the root's held-out rows (20% of 1,797).
+    assert pair.test == split.test == "none" and pair.p_value is None
+    assert pair.keep and pair.n == split.n == 360
+    assert isinstance(root.router, PairRouter)
+    assert len(root.children) == 3 + 1
+    pair_node = forced.tree_.nodes[root.children[-1]]
+    trained, refit = pair_node.training
+    assert trained.stage == f"node 0 (depth 0), pair expert {root.router.pair}"
+    assert trained.n_rows < refit.n_rows == pair_node.n_samples
 
-    calls = []
-    real = module.decide_split
 
-    def spy(with_pair, plain, **kw):
-        decision = real(with_pair, plain, **{**kw, "test": "bootstrap"})
-        calls.append((np.asarray(with_pair), np.asarray(plain), decision))
-        decision.keep = verdict
-        return decision
+def test_a_pair_expert_that_takes_every_row_is_the_unsplit_node_and_loses(
+    subpopulations,
+):
+    """With ``pair_margin=1`` every row is ambiguous between the two
+    clusters of a K=2 split, so the pair expert, trained on their union,
+    is the unsplit node's expert again: its held-out test mirrors the
+    split's, and a split that was kept keeps no pair expert."""
+    from conftest import SPLITTING_TREE
 
-    monkeypatch.setattr(module, "decide_split", spy)
-    X, y = digits
-    clf = HierarchicalEmbeddingMoEClassifier(**FORCED).fit(X[:900], y[:900])
-    assert len(calls) == 1
-    with_pair, plain, decision = calls[0]
-    assert len(plain) == decision.n == 180  # the root's held-out rows (20%)
+    X, y = subpopulations
+    params = dict(SPLITTING_TREE, split_test="bootstrap", split_alpha=0.5)
+    clf = HierarchicalEmbeddingMoEClassifier(
+        **params, pair_expert=True, pair_margin=1.0
+    ).fit(X, y)
     root = clf.tree_.nodes[0]
-    assert root.search["pair"]["decision"] is decision
-    assert isinstance(root.router, PairRouter) is verdict
-    assert len(root.children) == 3 + verdict
+    split, pair = root.search["decision"], root.search["pair"]["decision"]
+    assert root.search["pair"]["n_ambiguous"] == len(X) - split.n  # every fit row
+    assert split.keep and split.test == pair.test == "bootstrap"
+    assert pair.n == split.n  # the same held-out rows
+    assert (pair.wins, pair.losses) == (split.losses, split.wins)
+    assert pair.gain == pytest.approx(-split.gain) and pair.gain < 0
+    assert not pair.keep
+    assert type(root.router) is Router and len(root.children) == 2
+    assert "vs the plain split on 60 held-out rows" in clf.export_text()
 
 
 @pytest.mark.parametrize("params", [dict(selection="node"), dict(cv=3)])

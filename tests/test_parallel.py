@@ -11,14 +11,17 @@ those packages are missing (``pip install hemoe_sk[parallel]``).
 
 import numpy as np
 import pytest
+import torch
 from joblib import parallel_config
-from numpy.testing import assert_allclose, assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal, assert_equal
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
 
-import hemoe_sk.node as node_module
-from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+from hemoe_sk import DECClusterer, HierarchicalEmbeddingMoEClassifier
+from hemoe_sk.nn import MLPEmbedder
 from hemoe_sk.node import NodeContext, NodeExpertsClassifier, node_splits, search_node
 
 #: A small tree that splits its root (``split_test="none"`` keeps the best
@@ -69,46 +72,109 @@ def test_joblib_backends_grow_the_same_tree(backend, reference, subpopulations):
     assert_same_tree(reference, clf, X)
 
 
+#: ``PARAMS`` with the default router kind, a (tiny) DEC: the search
+#: pretrains its autoencoder once per fit set, in the calling process, and
+#: hands it to every task.
+DEC_PARAMS = dict(
+    PARAMS,
+    clusterer=DECClusterer(
+        hidden_dims=(8,), embedding_dim=2, pretrain_epochs=3, max_iter=20, n_init=1
+    ),
+)
+
+
+def test_dec_routers_on_loky_use_the_autoencoder_pretrained_once(subpopulations):
+    """The pretrained autoencoders are found by a key of the fit rows that
+    is the same in every process (Python's ``hash`` of bytes is not), so a
+    loky worker refines the parent's autoencoder instead of pretraining its
+    own, and grows the tree ``n_jobs=1`` grows."""
+    X, y = subpopulations
+    one = HierarchicalEmbeddingMoEClassifier(**DEC_PARAMS, n_jobs=1).fit(X, y)
+    with parallel_config(backend="loky", n_jobs=2):
+        loky = HierarchicalEmbeddingMoEClassifier(**DEC_PARAMS).fit(X, y)
+    assert loky.n_leaves_ > 1
+    assert_same_tree(one, loky, X)
+    routers = [est.tree_.nodes[0].router.clusterer for est in (one, loky)]
+    for router in routers:
+        assert isinstance(router, DECClusterer)
+        # Pretraining ran in the calling process, not in the task that fitted
+        # this router (a fit that pretrains records its losses here).
+        assert router.history_["pretrain_loss"] == []
+    assert_equal(routers[1].history_, routers[0].history_)  # NaN equals NaN here
+    assert_allclose(routers[1].cluster_centers_, routers[0].cluster_centers_,
+                    rtol=0, atol=1e-6)
+
+
+class ProcessLog(Callback):
+    """Logs the rows of every training of a net, or of its deep copies (the
+    tree's fine-tuned experts), in the process where the training runs: the
+    log is the class's, and each worker process has its own."""
+
+    rows = []
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        ProcessLog.rows.append(len(X))
+
+
+class CountingKMeans(KMeans):
+    """k-means that logs its fits in the process where they run."""
+
+    fits = []
+
+    def fit(self, X, y=None, sample_weight=None):
+        CountingKMeans.fits.append(self.n_clusters)
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
 @pytest.fixture
-def parent_work(monkeypatch):
-    """Count, in this process only, the networks the search trains (by
-    stage) and the k-means fits. Worker processes import their own,
-    unpatched modules."""
-    stages, kmeans_fits = [], []
-    train_net = node_module.train_net
-    kmeans_fit = KMeans.fit
-
-    def counting_train_net(*args, **kwargs):
-        stages.append(kwargs["stage"])
-        return train_net(*args, **kwargs)
-
-    def counting_kmeans_fit(self, *args, **kwargs):
-        kmeans_fits.append(self.n_clusters)
-        return kmeans_fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(node_module, "train_net", counting_train_net)
-    monkeypatch.setattr(KMeans, "fit", counting_kmeans_fit)
-    return stages, kmeans_fits
+def logged_params():
+    """``PARAMS`` with an embedder net (a plain skorch net, as a user may pass
+    one) and a k-means router that log, per process, what they train; and
+    the two logs of this process."""
+    ProcessLog.rows, CountingKMeans.fits = [], []
+    params = {k: v for k, v in PARAMS.items() if not k.startswith("embedder__")}
+    params["clusterer"] = CountingKMeans(n_init=2)
+    embedder = NeuralNetClassifier(
+        MLPEmbedder,
+        module__hidden_dims=(16,),
+        criterion=torch.nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+        lr=PARAMS["lr"],
+        max_epochs=PARAMS["max_epochs"],
+        train_split=None,
+        iterator_train__shuffle=True,
+        callbacks=[("log", ProcessLog())],
+    )
+    yield dict(params, embedder=embedder), ProcessLog.rows, CountingKMeans.fits
+    ProcessLog.rows, CountingKMeans.fits = [], []
 
 
 def test_the_parent_does_not_refit_what_loky_workers_fitted(
-    parent_work, reference, subpopulations
+    logged_params, subpopulations
 ):
     X, y = subpopulations
-    stages, kmeans_fits = parent_work
-    # In one process, the counters see the whole search ...
-    HierarchicalEmbeddingMoEClassifier(**PARAMS, n_jobs=1).fit(X, y)
-    assert any("search" in s for s in stages) and kmeans_fits
-    stages.clear()
+    params, trained_rows, kmeans_fits = logged_params
+    # In one process, the logs see the whole search: the root network, the
+    # experts of K=1, 2 and 3 (1 + 2 + 3), the leaves' refits.
+    one = HierarchicalEmbeddingMoEClassifier(**params, n_jobs=1).fit(X, y)
+    assert one.n_leaves_ > 1
+    assert len(trained_rows) == 1 + 6 + one.n_leaves_
+    assert sorted(set(kmeans_fits)) == [2, 3]
+    trained_rows.clear()
     kmeans_fits.clear()
-    # ... and with loky, none of it: the chosen router and experts (and the
-    # paired test's outcomes) came back from the workers.
+    # With loky, this process trained the root network and refit the leaves
+    # on all of their rows, nothing else: the chosen router and experts (and
+    # the paired test's outcomes) came back from the workers.
     with parallel_config(backend="loky", n_jobs=2):
-        clf = HierarchicalEmbeddingMoEClassifier(**PARAMS).fit(X, y)
-    assert clf.n_leaves_ > 1
-    assert [s for s in stages if "search" in s] == []
+        clf = HierarchicalEmbeddingMoEClassifier(**params).fit(X, y)
+    leaves = [clf.tree_.nodes[i] for i in clf.tree_.leaves]
+    assert trained_rows == [
+        clf.tree_.nodes[0].training[0].n_rows, *(leaf.n_samples for leaf in leaves)
+    ]
     assert kmeans_fits == []
-    assert_same_tree(reference, clf, X)
+    # The search's experts still left their records on the leaves.
+    assert all("search, expert" in leaf.training[0].stage for leaf in leaves)
+    assert_same_tree(one, clf, X)
 
 
 def test_search_results_match_grid_search_cv(subpopulations):

@@ -2,15 +2,18 @@
 
 import numpy as np
 import pytest
+import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import binomtest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_classification
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
 
-import hemoe_sk.hierarchy as hierarchy_module
-import hemoe_sk.node as node_module
 from hemoe_sk import HierarchicalEmbeddingMoEClassifier
+from hemoe_sk.nn import MLPEmbedder
 from hemoe_sk.node import decide_split
+from hemoe_sk.tree import TrainingRecord
 
 
 def _outcomes(n, both, only_split, only_unsplit):
@@ -90,6 +93,26 @@ def test_bad_arguments_are_clear_errors():
     assert not decide_split([], []).keep
 
 
+def test_search_node_defaults_to_the_estimators_split_test(subpopulations):
+    from sklearn.linear_model import LogisticRegression
+
+    from hemoe_sk import HierarchicalEmbeddingMoERegressor
+    from hemoe_sk.node import NodeContext, search_node
+
+    X, y = subpopulations
+    rows = np.arange(len(X))
+    context = NodeContext(X=X, y=y, rows=rows, E=X, net=None, n_classes=2,
+                          expert=LogisticRegression())
+    result = search_node(
+        context, n_clusters_grid=(2,), clusterer=KMeans(n_init=2),
+        min_cluster_size=20, validation_size=0.2, cv=None, seed=0,
+    )
+    default = HierarchicalEmbeddingMoEClassifier().split_test
+    assert default == HierarchicalEmbeddingMoERegressor().split_test
+    assert result.decision.test == default
+    assert result.decision.p_value is not None  # a test ran, not 0.1's margin
+
+
 # -- held-out selection in the classifier ------------------------------------------
 
 
@@ -107,56 +130,105 @@ TINY = dict(
     min_cluster_size=40, clusterer=KMeans(n_init=2), random_state=0,
 )
 
+#: ``TINY`` with the root's split forced: ``split_test="none"`` keeps the best
+#: split candidate whatever it scores, so these tests always see a tree that
+#: routes.
+FORCED = dict(TINY, split_test="none")
+
+
+class RowLog(Callback):
+    """Logs, in this process, the rows of ``X`` on which every training of a
+    net starts. The tree's fine-tuned experts are deep copies of its
+    embedder: the log is the class's, so the copies' callbacks write to it
+    too."""
+
+    calls = []
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        RowLog.calls.append(np.asarray(X.rows) if hasattr(X, "rows") else None)
+
 
 @pytest.fixture
-def trained_rows(monkeypatch):
-    """Record the rows and stage of every training call during a fit."""
-    calls = []
-    original = node_module.train_net
+def row_log():
+    """An embedder net (a plain skorch net, as a user passes one) whose
+    trainings log their rows, and the log."""
+    RowLog.calls = []
+    net = NeuralNetClassifier(
+        MLPEmbedder,
+        criterion=torch.nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+        lr=0.01,
+        max_epochs=6,
+        train_split=None,
+        iterator_train__shuffle=True,
+        callbacks=[("rows", RowLog())],
+    )
+    yield net, RowLog.calls
+    RowLog.calls = []
 
-    def record(net, X, y=None, **kwargs):
-        rows = getattr(X, "rows", None)
-        calls.append((kwargs["stage"], None if rows is None else np.asarray(rows)))
-        return original(net, X, y, **kwargs)
 
-    monkeypatch.setattr(node_module, "train_net", record)
-    monkeypatch.setattr(hierarchy_module, "train_net", record)
-    return calls
+def _records(clf, node_id):
+    return clf.tree_.nodes[node_id].training
 
 
-def test_no_network_trains_on_the_rows_that_choose_the_split(subclasses, trained_rows):
+def test_no_network_trains_on_the_rows_that_choose_the_split(subclasses, row_log):
     X, y = subclasses
-    clf = HierarchicalEmbeddingMoEClassifier(
-        **TINY, split_test="margin", min_gain=0.0
-    ).fit(X, y)
-    assert clf.n_leaves_ > 1, "this configuration must split"
-    stage, root_rows = trained_rows[0]
-    assert stage == "root network (fit part)"
-    held_out = np.setdiff1d(np.arange(len(X)), root_rows)
+    embedder, calls = row_log
+    clf = HierarchicalEmbeddingMoEClassifier(embedder, **FORCED).fit(X, y)
+    root = clf.tree_.nodes[0]
+    leaves = [clf.tree_.nodes[i] for i in clf.tree_.leaves]
+    assert len(leaves) > 1
+    # The root network trained on the fit part of the tree-wide split ...
+    (record,) = root.training
+    assert record.stage == "root network (fit part)"
+    held_out = np.setdiff1d(np.arange(len(X)), calls[0])
+    assert len(calls[0]) == record.n_rows == len(X) - len(held_out)
     assert len(held_out) == pytest.approx(0.2 * len(X), abs=2)
-    search = [rows for stage, rows in trained_rows if "search" in stage]
-    assert search and all(np.intersect1d(rows, held_out).size == 0 for rows in search)
-    # no final expert is trained again: the search's experts are kept ...
-    assert not [s for s, _ in trained_rows if "final expert" in s]
-    # ... and every leaf then trains once more on all of its rows
-    refits = [rows for stage, rows in trained_rows if "refit on all rows" in stage]
-    assert len(refits) == clf.n_leaves_
-    assert np.intersect1d(np.concatenate(refits), held_out).size == len(held_out)
-    decision = clf.tree_.nodes[0].search["decision"]
-    assert decision.keep and decision.n == len(held_out)
+    # ... the split was chosen on the other rows ...
+    assert root.search["decision"].n == len(held_out)
     assert f"on {len(held_out)} held-out rows" in clf.export_text()
+    # ... and the search's experts (every candidate's, fine-tuned copies of
+    # the root network) never saw them.
+    n_search = sum(len(leaf.training) == 2 for leaf in leaves)
+    search_calls = calls[1:-len(leaves)]
+    assert len(search_calls) >= n_search == len(leaves)
+    assert all(np.intersect1d(rows, held_out).size == 0 for rows in search_calls)
+    # The chosen candidate's experts are the leaves' (no final expert is
+    # trained again); each leaf is then refit once on all of its rows.
+    reached = clf.apply(X)
+    fit_rows = 0
+    for leaf in leaves:
+        search, refit = leaf.training
+        assert "K=" in search.stage and "search, expert" in search.stage
+        assert search.epochs == refit.epochs == FORCED["expert_max_epochs"]
+        assert refit.stage.endswith("refit on all rows")
+        fit_rows += search.n_rows
+        assert refit.n_rows == leaf.n_samples > search.n_rows
+    # The leaves' experts together trained on exactly the fit part; the
+    # refits cover every row, the held-out ones included.
+    assert fit_rows == len(X) - len(held_out)
+    refit_calls = calls[-len(leaves):]
+    assert sorted(len(r) for r in refit_calls) == sorted(leaf.n_samples for leaf in leaves)
+    assert_array_equal(np.sort(np.concatenate(refit_calls)), np.arange(len(X)))
+    for refit_rows in refit_calls:  # each refit trained on one leaf's rows
+        assert np.unique(reached[refit_rows]).size == 1
 
 
-def test_node_selection_trains_the_root_on_all_rows(subclasses, trained_rows):
+def test_node_selection_trains_the_root_on_all_rows(subclasses):
     X, y = subclasses
-    clf = HierarchicalEmbeddingMoEClassifier(
-        **TINY, selection="node", split_test="margin", min_gain=0.0
-    ).fit(X, y)
-    stage, rows = trained_rows[0]
-    assert stage == "root network" and len(rows) == len(X)
-    # 0.1's rule trains the chosen K's experts again on all of their rows
-    final = [s for s, _ in trained_rows if "final expert" in s]
-    assert len(final) == (clf.n_leaves_ if clf.n_leaves_ > 1 else 0)
+    clf = HierarchicalEmbeddingMoEClassifier(**FORCED, selection="node").fit(X, y)
+    root = clf.tree_.nodes[0]
+    assert root.training == [TrainingRecord("root network", len(X), TINY["max_epochs"])]
+    # 0.1's rule trains the chosen K's experts again, on all of their rows,
+    # and refits nothing.
+    assert len(root.children) > 1
+    for c, child in enumerate(root.children):
+        (record,) = _records(clf, child)
+        assert record == TrainingRecord(
+            f"node 0 (depth 0), final expert {c}",
+            clf.tree_.nodes[child].n_samples,
+            TINY["expert_max_epochs"],
+        )
 
 
 def test_an_unsplit_tree_is_exactly_the_base_network(subclasses):
@@ -167,24 +239,31 @@ def test_an_unsplit_tree_is_exactly_the_base_network(subclasses):
     assert tree.n_leaves_ == 1
     assert tree.tree_.nodes[0].search["decision"] is not None
     assert_allclose(tree.predict_proba(X), base.predict_proba(X), rtol=0, atol=1e-6)
+    # the unsplit root was trained again on all rows, like the base network
+    assert [r.stage for r in tree.tree_.nodes[0].training] == [
+        "root network (fit part)", "root network"
+    ]
+    assert tree.tree_.nodes[0].training[-1] == base.tree_.nodes[0].training[0]
 
 
-def test_without_refit_the_leaves_keep_their_fit_part_networks(subclasses, trained_rows):
+def test_without_refit_the_leaves_keep_their_fit_part_networks(subclasses):
     X, y = subclasses
-    clf = HierarchicalEmbeddingMoEClassifier(
-        **TINY, split_test="margin", min_gain=0.0, refit=False
-    ).fit(X, y)
-    assert clf.n_leaves_ > 1
-    assert not [s for s, _ in trained_rows if "refit" in s]
+    clf = HierarchicalEmbeddingMoEClassifier(**FORCED, refit=False).fit(X, y)
+    leaves = [clf.tree_.nodes[i] for i in clf.tree_.leaves]
+    assert len(leaves) > 1
+    for leaf in leaves:
+        (record,) = leaf.training
+        assert "search, expert" in record.stage and record.n_rows < leaf.n_samples
 
 
 def test_selection_is_deterministic(subclasses):
     X, y = subclasses
-    params = dict(**TINY, split_test="margin", min_gain=0.0)
-    a = HierarchicalEmbeddingMoEClassifier(**params).fit(X, y)
-    b = HierarchicalEmbeddingMoEClassifier(**params).fit(X, y)
+    a = HierarchicalEmbeddingMoEClassifier(**FORCED).fit(X, y)
+    b = HierarchicalEmbeddingMoEClassifier(**FORCED).fit(X, y)
+    assert a.n_leaves_ > 1
     assert_array_equal(a.apply(X), b.apply(X))
     assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=0, atol=0)
+    assert [n.training for n in a.tree_.nodes] == [n.training for n in b.tree_.nodes]
 
 
 # -- experts that see more than their cluster, cheaper search, refinement -----
@@ -209,26 +288,34 @@ def test_outside_share_adds_a_seeded_random_share_of_the_other_clusters():
 
 
 def test_head_search_scores_with_heads_and_trains_only_the_chosen_experts(
-    subclasses, trained_rows
+    subclasses, row_log
 ):
     X, y = subclasses
+    embedder, calls = row_log
     clf = HierarchicalEmbeddingMoEClassifier(
-        **TINY, split_test="margin", min_gain=0.0, search_expert="head"
+        embedder, **FORCED, search_expert="head"
     ).fit(X, y)
-    search = [rows for stage, rows in trained_rows if "search" in stage]
-    assert search and all(rows is None for rows in search)  # heads on embeddings
-    final = [rows for stage, rows in trained_rows if "final expert" in stage]
-    assert len(final) == (clf.n_leaves_ if clf.n_leaves_ > 1 else 0)
-    assert all(rows is not None for rows in final)  # fine-tuned nets on X rows
+    root = clf.tree_.nodes[0]
+    leaves = clf.tree_.leaves
+    assert len(root.children) == len(leaves) > 1
+    assert set(root.search["scores"]) == {"K=1", "K=2", "K=3"}
+    # The candidates were scored with linear heads on the root's embeddings:
+    # no copy of the root network trained in the search. Only the chosen
+    # K's experts were fine-tuned (on the fit rows), then refit.
+    assert len(calls) == 1 + 2 * len(leaves)
+    for c, leaf in enumerate(leaves):
+        final, refit = _records(clf, leaf)
+        assert final.stage == f"node 0 (depth 0), final expert {c}"
+        assert refit.stage.endswith("refit on all rows")
+        assert len(calls[1 + c]) == final.n_rows < refit.n_rows
 
 
 @pytest.fixture(scope="module")
 def split_tree(subclasses):
     X, y = subclasses
-    params = dict(**TINY, split_test="margin", min_gain=0.0)
-    clf = HierarchicalEmbeddingMoEClassifier(**params).fit(X, y)
-    assert clf.n_leaves_ > 1, "this configuration must split"
-    return params, clf
+    clf = HierarchicalEmbeddingMoEClassifier(**FORCED).fit(X, y)
+    assert clf.n_leaves_ > 1
+    return FORCED, clf
 
 
 def test_torch_routers_equal_the_routers_soft_assignment(split_tree, subclasses):
@@ -256,6 +343,11 @@ def test_refinement_trains_the_whole_tree(split_tree, subclasses):
     assert refined.max_path_epochs_ == plain.max_path_epochs_ + 2
     assert refined.tree_.node_count == plain.tree_.node_count
     assert refined.n_leaves_ == plain.n_leaves_  # the same tree ...
+    for node in refined.tree_.nodes:  # ... whose every network trained again
+        assert node.training[-1] == TrainingRecord("joint refinement", len(X), 2)
+    assert all(
+        r.stage != "joint refinement" for n in plain.tree_.nodes for r in n.training
+    )
     p1, p2 = plain.predict_proba(X), refined.predict_proba(X)
     assert np.abs(p1 - p2).max() > 1e-3  # ... with other weights
     assert_allclose(p2.sum(axis=1), 1.0)
@@ -272,8 +364,7 @@ def test_experts_that_keep_their_parent(split_tree, subclasses, params):
     from hemoe_sk.nn.experts import ExpertNeuralNetClassifier
 
     X, y = subclasses
-    base_params, plain = split_tree
-    forced = {**base_params, "split_test": "none"}
+    forced, plain = split_tree
     clf = HierarchicalEmbeddingMoEClassifier(**forced, **params).fit(X, y)
     assert clf.n_leaves_ > 1
     leaves = [clf.tree_.nodes[i].classifier for i in clf.tree_.leaves]
