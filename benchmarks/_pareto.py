@@ -97,8 +97,8 @@ def pareto_front(rows, objectives):
 
 def dominators(rows, model, speed="predict_rows_per_s",
                groups=("hemoe_sk", "width", "control", "anchor")):
-    """Models of ``groups`` (trees excluded: the dense hemoe_sk networks, the
-    controls and the anchors) at least as fast as ``model`` in ``speed`` and
+    """Models of ``groups`` (every ``tree*`` model excluded: the dense
+    hemoe_sk networks, the controls and the anchors) at least as fast as ``model`` in ``speed`` and
     more accurate: the rows that refute its claim.
 
     Returns the list of model names, or ``None`` when ``model`` is absent.
@@ -109,7 +109,7 @@ def dominators(rows, model, speed="predict_rows_per_s",
     return [
         r["model"]
         for r in rows
-        if r["model"] not in TREES
+        if not r["model"].startswith("tree")
         and r["model"] != model
         and r.get("group") in groups
         and r.get(speed, -math.inf) >= own[speed]
@@ -255,7 +255,8 @@ def markdown(dataset, rows):
             lines.append(
                 f"- `{tree}`: does not pay here: "
                 + ", ".join(f"`{m}`" for m in beaten)
-                + " predict(s) at least as fast and more accurately."
+                + (" predicts" if len(beaten) == 1 else " predict")
+                + " at least as fast and more accurately."
             )
         else:
             lines.append(

@@ -419,7 +419,7 @@ def test_pareto_report_from_result_files(tmp_path):
     assert _pareto.dominators(tables["toy"], "tree-soft") is None
     md = (tmp_path / "pareto-toy.md").read_text()
     assert "| `width-2x` | width | 0.8700 |" in md
-    assert "`tree-hard`: does not pay here: `width-2x`" in md
+    assert "`tree-hard`: does not pay here: `width-2x` predicts at least" in md
     assert "`sub.json`" not in md and "`later.json`: 2026-02-02 10:00 UTC" in md
     assert (tmp_path / "pareto-toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "pareto-other.md").exists()
