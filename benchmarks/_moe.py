@@ -32,9 +32,10 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from hemoe_sk.moe import MixtureOfExpertsClassifier
+from hemoe_sk.nn import predict_proba, train_net
+from hemoe_sk.nn.build import make_classifier_net
 from hemoe_sk.nn.deepmoe import DeepMoEEmbedder, gate_sparsity
 from hemoe_sk.nn.modules import ConvEmbedder
-from hemoe_sk.nn.nets import make_classifier_net, predict_proba, train_net
 
 CONFIGS = [
     ("soft", dict(gating="soft")),

@@ -39,7 +39,7 @@ PRELOAD = [
     "torch",
     "skorch",
     "hemoe_sk",
-    "hemoe_sk.nn.nets",
+    "hemoe_sk.nn",
     "benchmarks._worker",
 ]
 
@@ -58,7 +58,8 @@ def _warm_torch():
     try:
         import torch
 
-        from hemoe_sk.nn.nets import build_embedder_net, embed, predict_proba, train_net
+        from hemoe_sk.nn import embed, predict_proba, train_net
+        from hemoe_sk.nn.build import build_embedder_net
     except ImportError:  # pragma: no cover - torch is a dependency
         return
     rng = np.random.RandomState(0)

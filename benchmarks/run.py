@@ -6,9 +6,10 @@ Subcommands run the focused benchmarks instead of the suite:
 DeepMoE), ``python -m benchmarks.run regress [options]`` (the regressors
 against the base network and HGB), ``python -m benchmarks.run routers
 [options]`` (node routers), ``python -m benchmarks.run parallel [options]``
-(``n_jobs=1`` against 2) and ``python -m benchmarks.run pareto [options]`` (the
-Pareto report of accuracy against predict throughput and fit time, from the
-result files);
+(``n_jobs=1`` against 2), ``python -m benchmarks.run persistence [options]``
+(loading a model file against 0.3's reader) and ``python -m benchmarks.run
+pareto [options]`` (the Pareto report of accuracy against predict throughput
+and fit time, from the result files);
 ``python -m benchmarks.run SUBCOMMAND --help`` lists each one's options.
 
 Fits every selected model on the same stratified splits of every selected
@@ -57,6 +58,7 @@ SUBCOMMANDS = {
     "regress": "_regress",
     "routers": "_routers",
     "parallel": "_parallel",
+    "persistence": "_persistence",
     "pareto": "_pareto",
 }
 

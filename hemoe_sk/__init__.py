@@ -10,25 +10,15 @@ from .cluster import (
     NeighborVoteRouter,
     WithinClassClusterer,
 )
-from .inspection import (
-    AttributionDisplay,
-    RoutingDisplay,
-    TreeDisplay,
-    explain_routes,
-    export_routing,
-    format_route,
-    route_attributions,
-    routing_module,
-)
 from .moe import MixtureOfExpertsClassifier
 from .moe_regressor import MixtureOfExpertsRegressor
 from .persistence import describe, load, save
 from .regressor import HierarchicalEmbeddingMoERegressor
 
+# The one definition of the version: pyproject.toml reads it from here.
 __version__ = "0.3.0"
 
 __all__ = [
-    "AttributionDisplay",
     "BalancedKMeans",
     "ClassGroupClusterer",
     "DECClusterer",
@@ -39,16 +29,9 @@ __all__ = [
     "MixtureOfExpertsClassifier",
     "MixtureOfExpertsRegressor",
     "NeighborVoteRouter",
-    "RoutingDisplay",
-    "TreeDisplay",
     "WithinClassClusterer",
     "__version__",
     "describe",
-    "explain_routes",
-    "export_routing",
-    "format_route",
     "load",
-    "route_attributions",
-    "routing_module",
     "save",
 ]

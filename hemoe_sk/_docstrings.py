@@ -112,12 +112,14 @@ _section("fitted_moe_example", """
 """)
 
 _section("moe_estimator_X_y", """
-estimator : MixtureOfExpertsClassifier or Pipeline
-    Fitted; a pipeline's first steps transform ``X``.
+estimator : MixtureOfExpertsClassifier, MixtureOfExpertsRegressor or Pipeline
+    Fitted (any estimator with ``gate_weights``); a pipeline's first steps
+    transform ``X``.
 X : array-like of shape (n_samples, n_features)
     Samples.
 y : array-like of shape (n_samples,)
-    Their labels (need not be predicted ones).
+    Their labels (need not be predicted ones; for a regressor, any grouping
+    of the samples, such as binned targets).
 """)
 
 _section("csv_path_parameter", """

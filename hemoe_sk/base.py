@@ -152,11 +152,24 @@ class BaseNetEstimator(BaseEstimator):
     Parameters
     ----------
     max_epochs : int
-        Training epochs (>= 1).
+        Most training epochs (>= 1); early stopping may end sooner.
     lr : float
-        Learning rate (> 0).
-    batch_size : int
-        Mini-batch size (>= 1).
+        Peak learning rate (> 0) of the warm-up + cosine schedule.
+    batch_size : int or "auto"
+        Mini-batch size (>= 1); ``"auto"``: the power of two nearest to the
+        square root of the rows a net trains on, between 32 and 1024
+        (:func:`~hemoe_sk.nn.recipe.auto_batch_size`).
+    early_stopping : float in [0, 1)
+        Share of the rows each net trains on that it holds out to stop
+        training after ``patience`` epochs without a lower held-out loss,
+        restoring its best epoch; ``0`` trains every epoch. Nets with fewer
+        than 10 rows for either part train every epoch.
+    patience : int
+        Epochs without improvement before early stopping (>= 1).
+    lr_schedule : {"warmup_cosine", "constant"}
+        ``"warmup_cosine"``: linear warm-up over the first 5% of each training
+        call's batches, then cosine decay to 0; ``"constant"``: ``lr``
+        throughout.
     optimizer : torch optimizer class
         Passed as a class, never an instance.
     device : str, torch.device or None
@@ -173,7 +186,10 @@ class BaseNetEstimator(BaseEstimator):
     _parameter_constraints: dict = {
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "early_stopping": [Interval(Real, 0, 1, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "lr_schedule": [StrOptions({"warmup_cosine", "constant"})],
         "optimizer": [callable],
         "device": [str, torch.device, None],
         "random_state": ["random_state"],
@@ -189,6 +205,9 @@ class BaseNetEstimator(BaseEstimator):
             "batch_size": self.batch_size,
             "optimizer": self.optimizer,
             "device": resolve_device(self.device),
+            "validation_fraction": float(getattr(self, "early_stopping", 0.0)),
+            "patience": int(getattr(self, "patience", 10)),
+            "lr_schedule": getattr(self, "lr_schedule", "warmup_cosine"),
         }
 
     def _draw_seeds(self, n):

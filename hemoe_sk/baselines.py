@@ -85,15 +85,27 @@ class FineTunedEnsembleClassifier(
         proportional to the class's (weighted) frequency, as
         :func:`sklearn.utils.class_weight.compute_class_weight`; a dict
         ``{label: weight}``, 1 for labels not in it.
-    max_epochs : int, default=20
-        Epochs of the base network's training.
-    lr : float, default=1e-3
-        Learning rate, for the base network and the fine-tuning.
-    batch_size : int, default=64
-        Mini-batch size.
-    optimizer : torch optimizer class, default=torch.optim.Adam
+    max_epochs : int, default=100
+        Most epochs of the base network's training (early stopping may end
+        sooner).
+    lr : float, default=2e-3
+        Peak learning rate of the warm-up + cosine schedule, for the base
+        network and the fine-tuning.
+    batch_size : int or "auto", default="auto"
+        Mini-batch size; ``"auto"`` grows with the rows
+        (:func:`~hemoe_sk.nn.recipe.auto_batch_size`).
+    optimizer : torch optimizer class, default=torch.optim.AdamW
         Optimizer class (not an instance). Fine-tuning continues the base
         network's optimizer state.
+    early_stopping : float in [0, 1), default=0.1
+        Share of the rows each network trains on that it holds out to stop
+        training after ``patience`` epochs without a lower held-out loss,
+        restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
+    patience : int, default=20
+        Epochs without a lower held-out loss before early stopping.
+    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
+        Linear warm-up over the first 5% of each training call's batches, then
+        cosine decay to 0; or ``lr`` throughout.
     device : str, default="cpu"
         ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``. Without CUDA a
         CUDA device falls back to the CPU with a warning.
@@ -156,10 +168,13 @@ class FineTunedEnsembleClassifier(
         n_estimators=4,
         finetune_epochs=None,
         class_weight=None,
-        max_epochs=20,
-        lr=1e-3,
-        batch_size=64,
-        optimizer=torch.optim.Adam,
+        max_epochs=100,
+        lr=2e-3,
+        batch_size="auto",
+        optimizer=torch.optim.AdamW,
+        early_stopping=0.1,
+        patience=20,
+        lr_schedule="warmup_cosine",
         device="cpu",
         random_state=None,
         verbose=0,
@@ -173,6 +188,9 @@ class FineTunedEnsembleClassifier(
         self.lr = lr
         self.batch_size = batch_size
         self.optimizer = optimizer
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.lr_schedule = lr_schedule
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -221,6 +239,7 @@ class FineTunedEnsembleClassifier(
             n_features=X.shape[1],
             n_classes=len(classes),
             embedder_params=embedder_params,
+            X=X,
             **self._net_params(),
         )
         self._train(

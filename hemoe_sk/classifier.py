@@ -41,7 +41,9 @@ class HierarchicalEmbeddingMoEClassifier(
     ----------
     embedder : None, torch ``nn.Module`` subclass or skorch ``NeuralNet``, \
             default=None
-        The network. ``None`` uses :class:`~hemoe_sk.nn.MLPEmbedder`. A module
+        The network. ``None`` uses :class:`~hemoe_sk.nn.TabularEmbedder` (robust
+        scaling, PLR embeddings of the numerical features, an MLP sized from
+        the training rows; see :doc:`/recipe`). A module
         class receives ``n_features``, ``n_classes`` and any ``embedder__*``
         keyword given to this estimator (skorch's convention), must return
         logits, and is trained with ``CrossEntropyLoss``. An unfitted skorch
@@ -198,15 +200,27 @@ class HierarchicalEmbeddingMoEClassifier(
         a dict ``{label: weight}``, 1 for labels not in it. A row's weight is
         its ``sample_weight`` times its class's weight, and it weighs that
         much in every loss, K search score and split test of the tree.
-    max_epochs : int, default=40
-        Epochs of the root network.
+    max_epochs : int, default=100
+        Most epochs of the root network (early stopping may end sooner).
     expert_max_epochs : int or None, default=None
-        Epochs of each expert; ``None`` means ``max(1, max_epochs // 4)``.
-    lr : float, default=1e-3
-        Learning rate of every network and head.
-    batch_size : int, default=64
-        Training batch size.
-    optimizer : torch optimizer class, default=torch.optim.Adam
+        Most epochs of each expert's fine-tuning, which has its own schedule
+        and early stopping; ``None`` means ``max(1, max_epochs // 4)``.
+    lr : float, default=2e-3
+        Peak learning rate of every network and head (linear warm-up, then
+        cosine decay over each training call; see :doc:`/recipe`).
+    batch_size : int or "auto", default="auto"
+        Training batch size; ``"auto"``: the power of two nearest to the
+        square root of the rows a network trains on, in [32, 1024].
+    optimizer : torch optimizer class, default=torch.optim.AdamW
+    early_stopping : float in [0, 1), default=0.1
+        Share of the rows each network (root, expert, head) trains on that it
+        holds out to stop after ``patience`` epochs without a lower held-out
+        loss, restoring its best epoch; 0 trains every epoch.
+    patience : int, default=20
+        Epochs without a lower held-out loss before early stopping.
+    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
+        Linear warm-up over the first 5% of each training call's batches, then
+        cosine decay to 0; or ``lr`` throughout.
     device : str, default="cpu"
         Torch device; ``"auto"`` uses CUDA when available. A CUDA device on a
         machine without CUDA falls back to the CPU with a warning.
@@ -347,30 +361,6 @@ class HierarchicalEmbeddingMoEClassifier(
         """
         X = self._validate_X(X)
         return self.tree_.predict_proba(X, routing=self.routing)
-
-    def explain_routes(self, X, *, top_k=3, as_frame=False):
-        """Route of every sample root to leaf, with the routing probabilities.
-
-        A thin wrapper of :func:`hemoe_sk.inspection.explain_routes` (see it
-        for the record's keys); :func:`hemoe_sk.inspection.format_route`
-        writes one record as text.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        top_k : int, default=3
-            Number of the leaf's most probable classes to report.
-        as_frame : bool, default=False
-            Return a pandas DataFrame instead of a list of records.
-
-        Returns
-        -------
-        records : list of dict, or pandas.DataFrame
-            One per sample; ``record["leaf"]`` equals ``apply(X)``.
-        """
-        from .inspection import explain_routes
-
-        return explain_routes(self, X, top_k=top_k, as_frame=as_frame)
 
     def export_text(self, decimals=3):
         """Readable tree: per node depth, size, class counts, the K search

@@ -348,9 +348,12 @@ def _explain(args):
         written.append(path)
 
     save(inspection.TreeDisplay.from_estimator(model), "tree.png")
-    if y is not None:
-        save(inspection.RoutingDisplay.from_estimator(model, X, y), "routing.png")
     clf = model.steps[-1][1] if hasattr(model, "steps") else model
+    if y is not None and hasattr(clf, "classes_"):
+        save(inspection.RoutingDisplay.from_estimator(model, X, y), "routing.png")
+    elif y is not None:
+        print("no routing.png: a regressor's targets are not labels to count by leaf",
+              file=sys.stderr)
     if clf.n_leaves_ < 2:
         print("the tree is a single leaf: no routing attributions", file=sys.stderr)
     else:
@@ -425,7 +428,7 @@ def build_parser():
     )
     fit.add_argument("--max-depth", type=int, default=2)
     fit.add_argument("--routing", choices=("hard", "soft"), default="soft")
-    fit.add_argument("--max-epochs", type=int, default=40)
+    fit.add_argument("--max-epochs", type=int, default=100)
     fit.add_argument("--device", default="cpu")
     _add_run_options(fit, verbose=1)
 

@@ -30,6 +30,7 @@ from .base import (
 )
 from .nn.build import EmbedderParamsMixin, build_embedder_net
 from .nn.inference import embed
+from .nn.recipe import auto_batch_size
 from .nn.training import RowSubset, seed_source, torch_seed, train_net
 from .node import (
     NET_EXPERTS,
@@ -209,11 +210,14 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         expert_rank=4,
         expert_kl=0.0,
         class_weight=None,
-        max_epochs=40,
+        max_epochs=100,
         expert_max_epochs=None,
-        lr=1e-3,
-        batch_size=64,
-        optimizer=torch.optim.Adam,
+        lr=2e-3,
+        batch_size="auto",
+        optimizer=torch.optim.AdamW,
+        early_stopping=0.1,
+        patience=20,
+        lr_schedule="warmup_cosine",
         device="cpu",
         n_jobs=None,
         random_state=None,
@@ -252,6 +256,9 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
         self.lr = lr
         self.batch_size = batch_size
         self.optimizer = optimizer
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.lr_schedule = lr_schedule
         self.device = device
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -305,6 +312,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             n_classes=n_classes,
             embedder_params=module_params,
             regression=self._regression,
+            X=X,
             **net_params,
         )
         try:
@@ -423,7 +431,10 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
                 tree, X, y_enc,
                 epochs=self.refine_epochs,
                 lr=self.lr,
-                batch_size=self.batch_size,
+                batch_size=(
+                    auto_batch_size(len(X)) if self.batch_size == "auto"
+                    else self.batch_size
+                ),
                 balance=self.refine_balance,
                 seed=int(rng.randint(np.iinfo(np.int32).max)),
                 device=device,
@@ -460,9 +471,7 @@ class HierarchicalMoEBase(EmbedderParamsMixin, BaseNetEstimator):
             expert_rank=int(self.expert_rank),
             expert_kl=float(self.expert_kl),
             head_params={
-                "lr": self.lr,
-                "batch_size": self.batch_size,
-                "optimizer": self.optimizer,
+                **{k: v for k, v in self._net_params().items() if k != "max_epochs"},
                 "device": device,
             },
             name=f"node {node.node_id} (depth {node.depth})",

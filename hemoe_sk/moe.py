@@ -85,10 +85,13 @@ class FlatMoEMixin:
         k=2,
         loss="mixture_nll",
         balance_weight=0.1,
-        max_epochs=40,
+        max_epochs=100,
         lr=3e-3,
-        batch_size=64,
-        optimizer=torch.optim.Adam,
+        batch_size="auto",
+        optimizer=torch.optim.AdamW,
+        early_stopping=0.1,
+        patience=20,
+        lr_schedule="warmup_cosine",
         device="cpu",
         random_state=None,
         verbose=0,
@@ -104,6 +107,9 @@ class FlatMoEMixin:
         self.lr = lr
         self.batch_size = batch_size
         self.optimizer = optimizer
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.lr_schedule = lr_schedule
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -207,14 +213,24 @@ class MixtureOfExpertsClassifier(
         frequency, as :func:`sklearn.utils.class_weight.compute_class_weight`;
         a dict ``{label: weight}``, 1 for labels not in it. A row's weight is
         its ``sample_weight`` times its class's weight.
-    max_epochs : int, default=40
-        Training epochs.
+    max_epochs : int, default=100
+        Most training epochs (early stopping may end sooner).
     lr : float, default=3e-3
-        Learning rate.
-    batch_size : int, default=64
-        Mini-batch size.
-    optimizer : torch optimizer class, default=torch.optim.Adam
+        Peak learning rate of the warm-up + cosine schedule.
+    batch_size : int or "auto", default="auto"
+        Mini-batch size; ``"auto"`` grows with the rows
+        (:func:`~hemoe_sk.nn.recipe.auto_batch_size`).
+    optimizer : torch optimizer class, default=torch.optim.AdamW
         Passed as a class, never an instance.
+    early_stopping : float in [0, 1), default=0.1
+        Share of the rows each network trains on that it holds out to stop
+        training after ``patience`` epochs without a lower held-out loss,
+        restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
+    patience : int, default=20
+        Epochs without a lower held-out loss before early stopping.
+    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
+        Linear warm-up over the first 5% of each training call's batches, then
+        cosine decay to 0; or ``lr`` throughout.
     device : str, default="cpu"
         Torch device; ``"auto"`` picks CUDA when available.
     random_state : int, RandomState instance or None, default=None
@@ -286,10 +302,13 @@ class MixtureOfExpertsClassifier(
         diversity_weight=0.1,
         l2_weight=1e-4,
         class_weight=None,
-        max_epochs=40,
+        max_epochs=100,
         lr=3e-3,
-        batch_size=64,
-        optimizer=torch.optim.Adam,
+        batch_size="auto",
+        optimizer=torch.optim.AdamW,
+        early_stopping=0.1,
+        patience=20,
+        lr_schedule="warmup_cosine",
         device="cpu",
         random_state=None,
         verbose=0,
@@ -306,6 +325,9 @@ class MixtureOfExpertsClassifier(
             lr=lr,
             batch_size=batch_size,
             optimizer=optimizer,
+            early_stopping=early_stopping,
+            patience=patience,
+            lr_schedule=lr_schedule,
             device=device,
             random_state=random_state,
             verbose=verbose,
@@ -367,79 +389,3 @@ class MixtureOfExpertsClassifier(
         """
         X = self._validate_X(X)
         return predict_proba(self.net_, X)
-
-    # -- diagnostics ------------------------------------------------------
-    # Thin wrappers: the implementations live in hemoe_sk.inspection, which
-    # imports this module, so it is imported lazily here.
-    def label_expert_matrix(self, X, y):
-        """Mean gate weight of each expert over the samples of each label.
-
-        Same as :func:`hemoe_sk.inspection.moe_label_expert_matrix`.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples to gate.
-        y : array-like of shape (n_samples,)
-            A label for each sample, true or otherwise.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_labels,)
-            The distinct labels of ``y``, sorted.
-        matrix : ndarray of shape (n_labels, n_experts)
-            One row per label: the mean gate vector of its samples.
-        """
-        from .inspection import moe_label_expert_matrix
-
-        return moe_label_expert_matrix(self, X, y)
-
-    def export_gates(self, X, y, path):
-        """Write per-sample gate weights with their labels to a CSV file.
-
-        Same as :func:`hemoe_sk.inspection.export_gates`. Columns: ``label``
-        (from ``y``), ``predicted`` (this model's prediction), then
-        ``expert_0`` ... ``expert_{n_experts-1}``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples to gate.
-        y : array-like of shape (n_samples,)
-            A label for each sample, written as the first column.
-        path : str or path-like
-            The CSV file to (over)write.
-
-        Returns
-        -------
-        path : str or path-like
-            The ``path`` given.
-        """
-        from .inspection import export_gates
-
-        return export_gates(self, X, y, path)
-
-    def plot_expert_heatmap(self, X, y, ax=None):
-        """Heatmap of :meth:`label_expert_matrix` (labels by experts).
-
-        Same as :func:`hemoe_sk.inspection.plot_expert_heatmap`. With guided
-        gating the experts assigned to each label are outlined, so a
-        well-trained gate shows a block diagonal inside the outlines.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples to gate.
-        y : array-like of shape (n_samples,)
-            A label for each sample (the heatmap's rows).
-        ax : matplotlib Axes, optional
-            Axes to draw on; None draws on a new figure.
-
-        Returns
-        -------
-        ax : matplotlib Axes
-            The axes holding the heatmap.
-        """
-        from .inspection import plot_expert_heatmap
-
-        return plot_expert_heatmap(self, X, y, ax=ax)

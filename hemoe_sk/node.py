@@ -308,7 +308,8 @@ class NodeContext:
         Weight of a network expert's KL penalty toward its parent's
         predictions (0: none).
     head_params : dict
-        ``lr``, ``batch_size``, ``optimizer``, ``device`` for heads.
+        ``lr``, ``batch_size``, ``optimizer``, ``device`` and the recipe's
+        ``validation_fraction``, ``patience``, ``lr_schedule`` for heads.
     name : str
         Where in the tree the node is, for messages.
     overlap : float

@@ -79,7 +79,7 @@ class HierarchicalEmbeddingMoERegressor(
     ----------
     embedder : None, torch ``nn.Module`` subclass or skorch ``NeuralNetRegressor``, \
             default=None
-        The network. ``None`` uses :class:`~hemoe_sk.nn.MLPEmbedder`. A module
+        The network. ``None`` uses :class:`~hemoe_sk.nn.TabularEmbedder`. A module
         class receives ``n_features``, ``n_classes`` (here: the number of
         targets) and any ``embedder__*`` keyword, must return one output per
         target and is trained with ``MSELoss``.
@@ -139,8 +139,8 @@ class HierarchicalEmbeddingMoERegressor(
         likelihood.
     refine_balance : float, default=0.01
         Unused unless refinement is enabled (it cannot be for regression).
-    max_epochs, lr, batch_size, optimizer, device, n_jobs, random_state, \
-            verbose
+    max_epochs, lr, batch_size, optimizer, early_stopping, patience, lr_schedule, device, \
+            n_jobs, random_state, verbose
         As in :class:`~hemoe_sk.HierarchicalEmbeddingMoEClassifier`.
     **embedder__kwargs
         ``embedder__<name>=value`` keywords passed to the embedder module.

@@ -153,12 +153,18 @@ class HierarchyTree:
         return max(self.nodes[i].epochs for i in self.leaves)
 
     # -- routing -------------------------------------------------------------
-    def _walk(self, X, soft, visit_leaf, visit_node=None):
+    def walk(self, X, soft, visit_leaf, visit_node=None, visit_split=None):
         """Route every row of ``X`` down the tree in batches.
 
+        The one walk of the tree: prediction, ``apply``, ``decision_path``
+        and :mod:`hemoe_sk.inspection`'s route records all use it.
         ``visit_leaf(node, rows, weights, E)`` is called once per reached leaf
-        with the rows that reached it and their path probabilities;
-        ``visit_node(node, rows)`` once per reached node.
+        with the rows that reached it, their path probabilities and their
+        embeddings (``None`` when the leaf's expert does not read them);
+        ``visit_node(node, rows)`` once per reached node;
+        ``visit_split(node, rows, proba, choice)`` once per reached inner
+        node with the router's probability of every child and the child
+        hard routing takes (the router's ``predict``).
         """
         stack = [(self.nodes[0], np.arange(len(X)), np.ones(len(X)))]
         while stack:
@@ -171,11 +177,16 @@ class HierarchyTree:
                 visit_leaf(node, rows, weights, E)
                 continue
             k = len(node.children)
+            split = visit_split is not None
+            proba = node.router.predict_proba(E) if soft or split else None
+            choice = node.router.predict(E) if not soft or split else None
+            if split:
+                visit_split(node, rows, proba, choice)
             if soft:
-                share = node.router.predict_proba(E)
+                share = proba
             else:
                 share = np.zeros((len(rows), k))
-                share[np.arange(len(rows)), node.router.predict(E)] = 1.0
+                share[np.arange(len(rows)), choice] = 1.0
             for c, child in enumerate(node.children):
                 w = weights * share[:, c]
                 keep = w > (SOFT_ROUTING_EPS if soft else 0.0)
@@ -194,7 +205,7 @@ class HierarchyTree:
         def visit_leaf(node, rows, weights, E):
             proba[rows] += weights[:, None] * node.classifier.predict_proba(X, rows, E)
 
-        self._walk(X, routing == "soft", visit_leaf)
+        self.walk(X, routing == "soft", visit_leaf)
         total = proba.sum(axis=1, keepdims=True)
         return proba / np.where(total > 0, total, 1.0)
 
@@ -209,7 +220,7 @@ class HierarchyTree:
             out[rows] += weights[:, None] * node.classifier.predict_proba(X, rows, E)
             total[rows, 0] += weights
 
-        self._walk(X, routing == "soft", visit_leaf)
+        self.walk(X, routing == "soft", visit_leaf)
         return out / np.where(total > 0, total, 1.0)
 
     def apply(self, X):
@@ -219,7 +230,7 @@ class HierarchyTree:
         def visit_leaf(node, rows, weights, E):
             leaf[rows] = node.node_id
 
-        self._walk(X, False, visit_leaf)
+        self.walk(X, False, visit_leaf)
         return leaf
 
     def decision_path(self, X):
@@ -230,7 +241,7 @@ class HierarchyTree:
             visited_rows.append(rows)
             visited_nodes.append(np.full(len(rows), node.node_id))
 
-        self._walk(X, False, lambda *a: None, visit_node)
+        self.walk(X, False, lambda *a: None, visit_node)
         rows = np.concatenate(visited_rows)
         cols = np.concatenate(visited_nodes)
         data = np.ones(len(rows), dtype=np.intp)

@@ -4,7 +4,20 @@ import numpy as np
 import torch
 from skorch import NeuralNetRegressor
 
-from hemoe_sk.nn import AutoEncoder
+from hemoe_sk.nn import AutoEncoder, MLPEmbedder
+
+#: The network and training of 0.3's defaults (a plain MLP, Adam at a fixed
+#: batch size and learning rate, every epoch trained, no held-out rows drawn
+#: inside the nets). Tests about the tree's mechanics (what splits, what
+#: routes, what is saved) on tiny data pin it, so that they do not depend on
+#: the default recipe, which tests/test_recipe.py covers.
+CLASSIC_NET = dict(
+    embedder=MLPEmbedder,
+    optimizer=torch.optim.Adam,
+    batch_size=64,
+    early_stopping=0.0,
+    lr_schedule="constant",
+)
 
 
 class DivergingAutoEncoder(AutoEncoder):

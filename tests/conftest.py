@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _helpers import CLASSIC_NET
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 
@@ -28,6 +29,7 @@ def make_subpopulations(n_per_group=150, seed=0):
 #: ``split_test="none"`` keeps the K=2 split whatever it scores, so neither
 #: the defaults of the split test nor the networks' luck decide it.
 SPLITTING_TREE = dict(
+    **CLASSIC_NET,
     clusterer=KMeans(n_init=3),
     n_clusters_grid=(2,),
     split_test="none",

@@ -459,6 +459,7 @@ def test_anchors_are_registered_and_skip_without_their_package():
         ("regress", "--large"),
         ("routers", "--no-clustering"),
         ("parallel", "--repeats"),
+        ("persistence", "--old-commit"),
         ("pareto", "--inputs"),
     ],
 )

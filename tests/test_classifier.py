@@ -6,6 +6,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _helpers import CLASSIC_NET
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, load_iris
@@ -22,6 +23,7 @@ from hemoe_sk.nn.inference import predict_proba as net_proba
 from hemoe_sk.node import ConstantExpert
 
 SMALL = dict(
+    **CLASSIC_NET,
     max_epochs=12,
     expert_max_epochs=3,
     lr=0.005,
@@ -199,7 +201,8 @@ def test_grid_search_over_own_parameters():
 def test_embedder_module_class_and_skorch_net(digits):
     X_train, X_test, y_train, y_test = digits
     conv = HierarchicalEmbeddingMoEClassifier(
-        ConvEmbedder, embedder__image_shape=(1, 8, 8), **{**SMALL, "max_depth": 0}
+        **{**SMALL, "max_depth": 0, "embedder": ConvEmbedder},
+        embedder__image_shape=(1, 8, 8),
     ).fit(X_train, y_train)
     assert conv.score(X_test, y_test) >= 0.9
     net = NeuralNetClassifier(
@@ -212,7 +215,7 @@ def test_embedder_module_class_and_skorch_net(digits):
         train_split=None,
     )
     before = net.get_params()
-    clf = HierarchicalEmbeddingMoEClassifier(net, **{**SMALL, "max_depth": 0})
+    clf = HierarchicalEmbeddingMoEClassifier(**{**SMALL, "max_depth": 0, "embedder": net})
     clf.fit(X_train, y_train)
     assert clf.score(X_test, y_test) >= 0.85
     assert not hasattr(net, "module_")  # the user's net was cloned, not fitted

@@ -71,12 +71,18 @@ SMALL_CONFIGS = {
         dict(SMALL_TREE_REGRESSOR, routing="hard"),
     ],
     "MixtureOfExpertsRegressor": [
-        dict(max_epochs=10, expert_hidden=(16,), gate_hidden=(8,), random_state=0),
+        # 30 epochs: check_regressors_train asks for a training R^2 above 0.5,
+        # which 10 epochs of the warm-up + cosine schedule do not reach.
+        dict(max_epochs=30, expert_hidden=(16,), gate_hidden=(8,), random_state=0),
         dict(loss="mse", **TINY_MOE),
         dict(gating="topk", k=1, **TINY_MOE),
     ],
     "MixtureOfExpertsClassifier": [
-        dict(max_epochs=10, expert_hidden=(16,), gate_hidden=(8,), random_state=0),
+        # A fixed batch size: "auto" counts rows, so the weighted fit and the fit
+        # on repeated rows of the weight-equivalence check would take different
+        # batches (tests/test_weights.py checks the equivalence the same way).
+        dict(max_epochs=10, expert_hidden=(16,), gate_hidden=(8,), batch_size=64,
+             random_state=0),
         # Modes the defaults do not reach: two linear-gated experts, with a
         # learning rate that lets 15 epochs reach the checks' accuracy bar.
         dict(gating="topk", k=1, **TINY_MOE),
@@ -124,8 +130,9 @@ _FLOAT32_BATCHES = (
     "machine, on every classifier configuration here), against the check's "
     "atol=1e-7, so the check passed or failed by the machine's kernels. "
     "test_batch_predict_equals_one_by_one_to_float32_rounding below compares "
-    "batch and one-by-one predict_proba of the same configurations at 1e-6 "
-    "(16x the measured difference) and their predictions exactly. (The "
+    "batch and one-by-one predict_proba of the same configurations at 1e-5 "
+    "(85x the largest difference it measured, 1.2e-7) and their predictions "
+    "exactly. (The "
     "regressors predict through float64 copies of their nets and pass.)"
 )
 _CLASS_WEIGHT = "check_class_weight_classifiers"
@@ -215,9 +222,10 @@ EXPECTED_FAILED_CHECKS_BY_CONFIG = [
             _CLASS_WEIGHT: _SHRUNK_BUDGET,
             _EQUIVALENCE: (
                 "float32 training: the weighted and the repeated fits sum their "
-                "losses in different orders, and after 10 Adam steps their "
-                "probabilities differ by 7.8e-8 (1.9e-7 relative) on one machine and "
-                "by less on another; the check asks 1e-7 relative, so it passed or "
+                "losses in different orders, and after 10 epochs their "
+                "probabilities differ by 1.8e-7 relative (1.9e-7 under 0.3's "
+                "training) on one machine and by less on another; the check asks "
+                "1e-7 relative, so it passed or "
                 "failed by the machine's kernels. tests/test_weights.py::"
                 "test_weight_equivalence_on_the_sklearn_check_data runs the check's "
                 "own data and weights at rtol=1e-5 (50x the measured difference)."
@@ -327,13 +335,14 @@ _CLASSIFIER_CONFIGS = [
 def test_batch_predict_equals_one_by_one_to_float32_rounding(estimator):
     """What check_methods_subset_invariance asks, at float32's tolerance
     (see _FLOAT32_BATCHES): every row predicted alone gives its batch
-    prediction up to 1e-6 in probability and exactly in label."""
+    prediction up to 1e-5 in probability (1.2e-7 measured) and exactly in
+    label."""
     X, y = make_blobs(n_samples=60, centers=3, n_features=4, random_state=0)
     X = X.astype(np.float32)
     est = clone(estimator).fit(X, y)
     batch = est.predict_proba(X)
     alone = np.vstack([est.predict_proba(X[i : i + 1]) for i in range(len(X))])
-    np.testing.assert_allclose(alone, batch, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(alone, batch, rtol=0, atol=1e-5)
     margin = np.sort(batch, axis=1)
     clear = margin[:, -1] - margin[:, -2] > 1e-5  # no tie the rounding could flip
     labels = np.concatenate([est.predict(X[i : i + 1]) for i in range(len(X))])

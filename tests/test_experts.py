@@ -11,7 +11,15 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import hemoe_sk.nn.experts as experts_module
-from hemoe_sk.nn import ConvEmbedder, DeepMoEEmbedder, MLPEmbedder
+from hemoe_sk.nn import (
+    ConvEmbedder,
+    DeepMoEEmbedder,
+    MLPEmbedder,
+    embed,
+    predict_proba,
+    train_net,
+)
+from hemoe_sk.nn.build import make_classifier_net
 from hemoe_sk.nn.experts import (
     ExpertNeuralNetClassifier,
     KLToParentModule,
@@ -23,7 +31,6 @@ from hemoe_sk.nn.experts import (
     lora_expert,
     make_expert_net,
 )
-from hemoe_sk.nn.nets import embed, make_classifier_net, predict_proba, train_net
 
 MODULES = {
     "mlp": (MLPEmbedder, {"hidden_dims": (32, 16)}),

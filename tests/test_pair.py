@@ -5,6 +5,7 @@ only where held-out rows support it."""
 import numpy as np
 import pytest
 import torch
+from _helpers import CLASSIC_NET
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 
@@ -55,7 +56,7 @@ def test_pair_router_moves_ambiguous_rows_to_the_last_route():
 
 
 #: A tree whose root split (K=3) and pair expert are forced (split_test="none").
-FORCED = dict(
+FORCED = dict(**CLASSIC_NET,
     clusterer=KMeans(n_init=2),
     n_clusters_grid=(3,),
     pair_expert=True,

@@ -12,6 +12,7 @@ those packages are missing (``pip install hemoe_sk[parallel]``).
 import numpy as np
 import pytest
 import torch
+from _helpers import CLASSIC_NET
 from joblib import parallel_config
 from numpy.testing import assert_allclose, assert_array_equal, assert_equal
 from sklearn.cluster import KMeans
@@ -27,7 +28,7 @@ from hemoe_sk.node import NodeContext, NodeExpertsClassifier, node_splits, searc
 #: A small tree that splits its root (``split_test="none"`` keeps the best
 #: split) with fine-tuned network experts, so that networks travel to the
 #: workers and back. Two K candidates besides K=1.
-PARAMS = dict(
+PARAMS = dict(**CLASSIC_NET,
     clusterer=KMeans(n_init=2),
     n_clusters_grid=(2, 3),
     split_test="none",

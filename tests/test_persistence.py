@@ -558,14 +558,19 @@ def test_codec_table_covers_every_public_estimator():
 
 
 def test_persistence_imports_nothing_from_the_package_at_import_time():
-    tree = ast.parse(Path(persistence.__file__).read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            assert node.level == 0 and not (node.module or "").startswith("hemoe_sk"), (
-                ast.dump(node)
-            )
-        elif isinstance(node, ast.Import):
-            assert not any(a.name.startswith("hemoe_sk") for a in node.names)
+    """The package's modules import each other (``from ._codecs``), never
+    the rest of hemoe_sk at module level (only inside save/load)."""
+    files = sorted(Path(persistence.__file__).parent.glob("*.py"))
+    assert len(files) >= 6
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module-level imports only
+            if isinstance(node, ast.ImportFrom):
+                assert node.level in (0, 1), ast.dump(node)
+                assert not (node.module or "").startswith("hemoe_sk"), ast.dump(node)
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("hemoe_sk") for a in node.names)
+        assert len(path.read_text().splitlines()) < 600, path.name
 
 
 def test_undescribed_fitted_attribute_is_refused(tmp_path):
@@ -762,7 +767,8 @@ def test_lying_safetensors_header_is_refused(model_file, tmp_path):
     def edit(meta):  # the manifest lies too: the shapes do not fit the module
         meta["members"][name]["tensors"][key]["shape"] = header[key]["shape"]
 
-    with pytest.raises(ModelFileError, match="weights do not fit the module"):
+    # (the real header is verified before the manifest or the module is used)
+    with pytest.raises(ModelFileError, match="not a valid safetensors file"):
         load(_rewrite(model_file, tmp_path / "c.hemoe", {name: lie}, edit))
     # a header length pointing past the end of the member
     blob = struct.pack("<Q", 10**9) + b"{}"
@@ -789,7 +795,7 @@ def test_declared_shapes_must_match_the_data(model_file, tmp_path):
     def tensor_lie(meta):
         meta["members"][name]["tensors"][key]["shape"] = [1, 1, 1]
 
-    with pytest.raises(ModelFileError, match=f"weights do not fit.*'{key}'"):
+    with pytest.raises(ModelFileError, match=f"tensor '{key}'.*declares"):
         load(_rewrite(model_file, tmp_path / "d.hemoe", manifest=tensor_lie))
     # an array replaced by a bigger one of the same dtype, manifest unchanged
     arr_name = _first(model_file, "arrays/")
@@ -830,7 +836,7 @@ def test_huge_module_parameters_are_refused_before_allocating(model_file, tmp_pa
             if record["class"] == "HemoeNeuralNetClassifier":
                 record["params"]["module__hidden_dims"] = {"$tuple": [10**6, 10**6]}
 
-    with pytest.raises(ModelFileError, match="weights do not fit the module"):
+    with pytest.raises(ModelFileError, match="larger than any dimension"):
         load(_rewrite(model_file, tmp_path / "huge.hemoe", manifest=huge))
 
 
@@ -1131,3 +1137,88 @@ def test_cli_refuses_a_tampered_model(train_csv, tmp_path, capsys):
     assert cli_main(["predict", str(evil), str(train_csv)]) == 2
     err = capsys.readouterr().err
     assert "unexpected member name" in err and err.count("\n") == 1
+
+
+# -- the default recipe (issue 22) in the safe format -----------------------------
+
+
+def _recipe_data():
+    """Rows with numerical and binary columns: the default TabularEmbedder
+    embeds the first with PLR and passes the others on (both index buffers
+    non-empty)."""
+    Xr, yr = _data(n=120, n_features=4)
+    binary = (np.arange(len(Xr)) % 3 == 0).astype(np.float32)[:, None]
+    return np.hstack([Xr, binary]), yr
+
+
+def _default_models():
+    from hemoe_sk import HierarchicalEmbeddingMoERegressor, MixtureOfExpertsRegressor
+
+    quick = dict(max_epochs=4, random_state=0)  # every other setting the default
+    return {
+        "tree": HierarchicalEmbeddingMoEClassifier(**quick),
+        "tree-regressor": HierarchicalEmbeddingMoERegressor(**quick),
+        "moe": MixtureOfExpertsClassifier(**quick),
+        "moe-regressor": MixtureOfExpertsRegressor(**quick),
+        "ensemble": FineTunedEnsembleClassifier(n_estimators=2, **quick),
+    }
+
+
+@pytest.mark.parametrize("name", list(_default_models()))
+def test_default_recipe_round_trips_for_every_model_kind(name, tmp_path):
+    from hemoe_sk.nn import TabularEmbedder
+
+    Xr, yr = _recipe_data()
+    est = _default_models()[name]
+    target = Xr[:, :2].sum(axis=1) if "regressor" in name else yr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(Xr, target)
+    loaded = load(save(est, tmp_path / "m.hemoe"))
+    method = "predict" if "regressor" in name else "predict_proba"
+    np.testing.assert_array_equal(getattr(loaded, method)(Xr), getattr(est, method)(Xr))
+    if name.startswith(("tree", "ensemble")):
+        net = loaded.embedder_ if name.startswith("tree") else loaded.base_net_
+        saved = est.embedder_ if name.startswith("tree") else est.base_net_
+        module = net.module_
+        assert isinstance(module, TabularEmbedder)
+        assert module.numerical.tolist() == [0, 1, 2, 3]  # PLR columns
+        assert module.other.tolist() == [4]  # the binary column
+        for key, value in saved.module_.state_dict().items():
+            assert torch.equal(module.state_dict()[key], value), key
+        assert net.get_params()["batch_size"] == "auto"
+        assert net.get_params()["lr_schedule"] == "warmup_cosine"
+        assert net.best_epoch_ == saved.best_epoch_
+
+
+def test_cli_fit_saves_the_default_recipe(train_csv, tmp_path):
+    from hemoe_sk.nn import TabularEmbedder
+
+    model = tmp_path / "model.hemoe"
+    assert _cli_fit(train_csv, model) == 0
+    loaded = load(model)
+    assert isinstance(loaded[-1].embedder_.module_, TabularEmbedder)
+    proba = loaded.predict_proba(X)
+    assert proba.shape == (len(X), 3)
+    again = load(save(loaded, tmp_path / "again.hemoe"))
+    np.testing.assert_array_equal(again.predict_proba(X), proba)
+
+
+def test_tabular_state_check_sees_every_buffer():
+    """The values check of TabularEmbedder's buffers, on cases the crafted
+    files cannot reach with the same shapes (the columns left over)."""
+    from hemoe_sk.nn import TabularEmbedder
+    from hemoe_sk.persistence._modules import check_state
+
+    args = dict(n_features=4, n_classes=2, hidden_dims=(3,), numerical_features=(0, 2))
+    module = TabularEmbedder(**args)
+    assert check_state(module, args) is None
+    module.other.copy_(torch.tensor([3, 1]))  # the rest, in another order
+    assert "left over" in check_state(module, args)
+    module.other.copy_(torch.tensor([1, 3]))
+    module.numerical.copy_(torch.tensor([2, 0]))
+    assert "numerical_features" in check_state(module, args)
+    assert check_state(module) is None  # an expert's copy: no arguments to match
+    module.numerical.copy_(torch.tensor([0, 2]))
+    module.scaling.scale[3] = float("inf")
+    assert "scale" in check_state(module, args)

@@ -7,7 +7,7 @@ import warnings
 import joblib
 import numpy as np
 import pytest
-from _helpers import weighted_vs_repeated
+from _helpers import CLASSIC_NET, weighted_vs_repeated
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
@@ -34,6 +34,7 @@ X_TEST, Y_TEST = piecewise(300, seed=1)
 
 def tree(**params):
     base = dict(
+        **CLASSIC_NET,
         clusterer=KMeans(n_init=2),
         max_depth=1,
         n_clusters_grid=(2,),
@@ -240,7 +241,7 @@ def test_guided_gating_is_refused_for_regression():
 
 #: One batch holds the whole set and the soft gate draws no noise: weighting
 #: a row is then exactly repeating it (see docs/weights.rst).
-MOE_FULL_BATCH = dict(batch_size=4096, max_epochs=15)
+MOE_FULL_BATCH = dict(early_stopping=0.0, batch_size=4096, max_epochs=15)
 
 
 @pytest.mark.parametrize("loss", ["mixture_nll", "mse"])
@@ -301,7 +302,7 @@ def test_real_valued_split_test():
 
 #: Weighting is exactly repeating here: the whole set in one batch, no
 #: dropout, no split of the rows.
-FULL_BATCH_TREE = dict(max_depth=0, batch_size=4096, embedder__dropout=0.0)
+FULL_BATCH_TREE = dict(early_stopping=0.0, max_depth=0, batch_size=4096, embedder__dropout=0.0)
 
 
 def test_integer_weights_equal_repeated_rows():

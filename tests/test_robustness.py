@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from _helpers import CLASSIC_NET
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
@@ -43,6 +44,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def tree(**params):
     base = dict(
+        **CLASSIC_NET,
         max_epochs=2,
         expert_max_epochs=1,
         lr=0.03,
@@ -494,8 +496,15 @@ def flaky():
 
 
 def _flaky_tree(**params):
+    # 0.3's training (lr 1e-3, batches of 64, no held-out rows, constant
+    # lr): the tests count the module's forward calls.
     return HierarchicalEmbeddingMoEClassifier(
         Flaky,
+        lr=1e-3,
+        batch_size=64,
+        early_stopping=0.0,
+        lr_schedule="constant",
+        optimizer=torch.optim.Adam,
         max_epochs=2,
         expert_max_epochs=1,
         max_depth=1,

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _helpers import CLASSIC_NET
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import binomtest
 from sklearn.cluster import KMeans
@@ -125,7 +126,7 @@ def subclasses():
     return X.astype(np.float32), y
 
 
-TINY = dict(
+TINY = dict(**CLASSIC_NET,
     max_epochs=6, expert_max_epochs=2, lr=0.01, max_depth=1, n_clusters_grid=(2, 3),
     min_cluster_size=40, clusterer=KMeans(n_init=2), random_state=0,
 )
@@ -174,7 +175,7 @@ def _records(clf, node_id):
 def test_no_network_trains_on_the_rows_that_choose_the_split(subclasses, row_log):
     X, y = subclasses
     embedder, calls = row_log
-    clf = HierarchicalEmbeddingMoEClassifier(embedder, **FORCED).fit(X, y)
+    clf = HierarchicalEmbeddingMoEClassifier(**{**FORCED, "embedder": embedder}).fit(X, y)
     root = clf.tree_.nodes[0]
     leaves = [clf.tree_.nodes[i] for i in clf.tree_.leaves]
     assert len(leaves) > 1
@@ -293,7 +294,7 @@ def test_head_search_scores_with_heads_and_trains_only_the_chosen_experts(
     X, y = subclasses
     embedder, calls = row_log
     clf = HierarchicalEmbeddingMoEClassifier(
-        embedder, **FORCED, search_expert="head"
+        **{**FORCED, "embedder": embedder}, search_expert="head"
     ).fit(X, y)
     root = clf.tree_.nodes[0]
     leaves = clf.tree_.leaves
@@ -319,7 +320,7 @@ def split_tree(subclasses):
 
 
 def test_torch_routers_equal_the_routers_soft_assignment(split_tree, subclasses):
-    from hemoe_sk.nn.nets import embed
+    from hemoe_sk.nn import embed
     from hemoe_sk.refine import torch_router
 
     X, _ = subclasses
@@ -381,23 +382,37 @@ def test_lora_leaves_are_small(split_tree, subclasses):
 
     X, y = subclasses
     params, plain = split_tree
-    lora = HierarchicalEmbeddingMoEClassifier(**params, expert="lora").fit(X, y)
+    # the same number of leaves as the plain tree (its K, the only one tried)
+    lora = HierarchicalEmbeddingMoEClassifier(
+        **{**params, "n_clusters_grid": (plain.n_leaves_,)}, expert="lora"
+    ).fit(X, y)
     assert lora.n_leaves_ == plain.n_leaves_ > 1
     # the frozen parents' weights are stored once, the adapters are small
     assert len(pickle.dumps(lora)) < len(pickle.dumps(plain))
 
 
-def test_expert_nets_are_refused_by_the_safe_format_with_a_clear_error(
-    split_tree, subclasses, tmp_path
-):
+def test_expert_nets_round_trip_in_the_safe_format(split_tree, subclasses, tmp_path):
+    """Residual experts (0.3 refused to save them) load with identical
+    probabilities, their frozen parent shared again."""
     import hemoe_sk
-    from hemoe_sk.persistence import UnsupportedComponentError
 
     X, y = subclasses
     params, _ = split_tree
-    clf = HierarchicalEmbeddingMoEClassifier(**params, expert="residual").fit(X, y)
-    with pytest.raises(UnsupportedComponentError, match="ExpertNeuralNetClassifier"):
-        hemoe_sk.save(clf, tmp_path / "m.hemoe")
+    # split_test="none": the tree must hold expert nets for the check to mean
+    # anything, whether or not a residual split wins on these rows.
+    clf = HierarchicalEmbeddingMoEClassifier(
+        **{**params, "expert": "residual", "split_test": "none"}
+    ).fit(X, y)
+    assert clf.n_leaves_ > 1
+    loaded = hemoe_sk.load(hemoe_sk.save(clf, tmp_path / "m.hemoe"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    experts = [
+        n.classifier.net
+        for n in loaded.tree_.nodes
+        if hasattr(getattr(n.classifier, "net", None), "parent_net_")
+    ]
+    assert experts
+    assert all(e.module_.parent is e.parent_net_.module_ for e in experts)
 
 
 def test_a_search_with_ineligible_candidates_saves_and_loads(split_tree, subclasses,

@@ -8,24 +8,32 @@
 * :func:`build_embedder_net` resolves an ``embedder`` parameter (``None``, a
   module class or an unfitted skorch net) into such a net;
 * :class:`EmbedderParamsMixin` gives an estimator ``embedder__*`` keyword
-  parameters, the way skorch exposes ``module__*``.
+  parameters, the way skorch exposes ``module__*``;
+* :class:`_RecipeMixin`, part of both hemoe_sk nets, is the training recipe:
+  input scaling fitted on the training rows, early stopping on held-out rows
+  restoring the best epoch, the learning-rate schedule, the automatic batch
+  size, and batches sliced from the arrays (see :doc:`/recipe`).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+import math
 
+import numpy as np
 import torch
 from sklearn.base import clone
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.utils import to_tensor
 from torch import nn
 
-from .modules import MLPEmbedder
-from .training import FiniteLossGuard
+from .recipe import TabularEmbedder, auto_batch_size, warmup_cosine
+from .training import FiniteLossGuard, RowSubset
 
 __all__ = [
     "EMBEDDER_PREFIX",
+    "LR_SCHEDULES",
     "EmbedderParamsMixin",
     "HemoeNeuralNetClassifier",
     "HemoeNeuralNetRegressor",
@@ -98,12 +106,256 @@ class _HemoeLossMixin:
         return loss
 
 
-class HemoeNeuralNetClassifier(_HemoeLossMixin, NeuralNetClassifier):
+#: Learning-rate schedules of hemoe_sk's nets (``lr_schedule``): a function
+#: of training progress in [0, 1] giving the factor of ``lr``.
+LR_SCHEDULES = {"warmup_cosine": warmup_cosine, "constant": lambda progress: 1.0}
+
+#: Batch size of the validation passes of early stopping.
+_EVAL_BATCH = 4096
+
+#: Least number of held-out rows (and of rows left to train on) for early
+#: stopping; smaller fits train every epoch.
+_MIN_VALID_ROWS = 10
+
+
+class _RowBatches:
+    """Mini-batches of a :class:`~hemoe_sk.nn.training.RowSubset`, sliced from
+    its arrays (no per-row items, no collate): ``(x, y)`` or ``(x, (y, w))``.
+    Shuffled with torch's RNG when ``shuffle``."""
+
+    def __init__(self, dataset, batch_size, shuffle):
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+
+    def __len__(self):
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        ds = self.dataset
+        n = len(ds)
+        order = torch.randperm(n).numpy() if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            # in row order within the batch (memory locality, and the same
+            # summation order for a weighted row and its repeated copies)
+            rows = ds.rows[np.sort(order[start:start + self.batch_size])]
+            xb = torch.as_tensor(np.asarray(ds.X[rows]))
+            yb = torch.as_tensor(np.asarray(ds.y[rows]))
+            if ds.weight is None:
+                yield xb, yb
+            else:
+                yield xb, (yb, torch.as_tensor(ds.weight[rows]))
+
+
+def _holdout(dataset, fraction, stratify, seed):
+    """``(train, valid)`` RowSubsets of ``dataset``, ``valid`` about
+    ``fraction`` of its rows (stratified by class when ``stratify`` and every
+    class has two rows), or ``None`` when either part would be too small."""
+    n = len(dataset)
+    n_valid = int(round(fraction * n))
+    if n_valid < _MIN_VALID_ROWS or n - n_valid < _MIN_VALID_ROWS:
+        return None
+    from sklearn.model_selection import train_test_split
+
+    positions = np.arange(n)
+    labels = None
+    if stratify:
+        labels = np.asarray(dataset.y[dataset.rows])
+        counts = np.unique(labels, return_counts=True)[1]
+        if labels.ndim != 1 or counts.min() < 2 or len(counts) > n_valid:
+            labels = None
+    fit, valid = train_test_split(
+        positions, test_size=n_valid, stratify=labels, random_state=seed
+    )
+    weight = dataset.weight
+
+    def part(pos):
+        return RowSubset(dataset.X, dataset.y, dataset.rows[np.sort(pos)], weight=weight)
+
+    if weight is not None and not (weight[dataset.rows[valid]] > 0).any():
+        return None
+    return part(fit), part(valid)
+
+
+class _RecipeMixin:
+    """The training recipe of hemoe_sk's skorch nets.
+
+    * **Input scaling fitted on the training rows**: ``fit`` (not
+      ``partial_fit``, so fine-tuned experts keep their parent's scaling)
+      calls the module's ``fit_input_scaling(X, weight)`` when it has one,
+      on the rows it trains on, after initialising the module.
+    * **Early stopping** (``validation_fraction > 0``): every ``fit`` or
+      ``partial_fit`` holds out that share of its rows (stratified by class
+      for a classifier, drawn from the seeded torch RNG), stops after
+      ``patience`` epochs without a lower held-out loss and restores the
+      weights of the best epoch (``best_epoch_``, 1-based, counted in this
+      call); a classifier's epochs are ranked by held-out (weighted) error,
+      ties broken by the loss. Fits with fewer than 10 rows for either part
+      train every epoch.
+    * **Learning-rate schedule** (``lr_schedule``): the factor of ``lr`` at
+      each batch, a function of the call's progress (see
+      :data:`LR_SCHEDULES`); ``None`` keeps ``lr`` fixed.
+    * **Batch size** ``"auto"``: :func:`~hemoe_sk.nn.recipe.auto_batch_size`
+      of the rows the call trains on.
+
+    Datasets that are :class:`~hemoe_sk.nn.training.RowSubset` (and numpy
+    ``(X, y)``, wrapped into one) are batched by slicing, without skorch's
+    per-row items.
+    """
+
+    def __init__(self, *args, validation_fraction=0.0, patience=10,
+                 lr_schedule=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.lr_schedule = lr_schedule
+
+    @property
+    def _default_callbacks(self):
+        # skorch's valid_acc scores a second pass over the held-out rows and
+        # cannot read weighted targets; validation_step records the error.
+        return [(name, cb) for name, cb in super()._default_callbacks
+                if name != "valid_acc"]
+
+    # -- data ---------------------------------------------------------------
+    def get_dataset(self, X, y=None):
+        if (
+            isinstance(X, np.ndarray) and X.ndim == 2 and y is not None
+            and isinstance(y, np.ndarray) and len(y) == len(X)
+        ):
+            return RowSubset(X, y, np.arange(len(X)))
+        return super().get_dataset(X, y)
+
+    def _train_batch_size(self, n_rows):
+        if self.batch_size == "auto":
+            return auto_batch_size(n_rows)
+        return n_rows if self.batch_size == -1 else int(self.batch_size)
+
+    def get_iterator(self, dataset, training=False):
+        if training:
+            batch_size = self._train_batch_size(len(dataset))
+        else:
+            batch_size = max(self._train_batch_size(len(dataset)), _EVAL_BATCH)
+        if isinstance(dataset, RowSubset):
+            return _RowBatches(dataset, batch_size, shuffle=training)
+        saved = self.batch_size
+        self.batch_size = batch_size
+        try:
+            return super().get_iterator(dataset, training=training)
+        finally:
+            self.batch_size = saved
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        fraction = float(getattr(self, "validation_fraction", 0.0) or 0.0)
+        dataset = self.get_dataset(X, y)
+        if fraction > 0 and isinstance(dataset, RowSubset):
+            seed = int(torch.randint(np.iinfo(np.int32).max, (1,)).item())
+            split = _holdout(
+                dataset, fraction, isinstance(self, NeuralNetClassifier), seed
+            )
+            if split is not None:
+                self.n_train_rows_ = len(split[0])
+                return split
+        self.n_train_rows_ = len(dataset)
+        return dataset, None
+
+    # -- fit ----------------------------------------------------------------
+    def fit(self, X, y=None, **fit_params):
+        if not self.warm_start or not self.initialized_:
+            self.initialize()
+        scale = getattr(self.module_, "fit_input_scaling", None)
+        if isinstance(self.module, type) and callable(scale):
+            if isinstance(X, RowSubset):
+                weight = None if X.weight is None else X.weight[X.rows]
+                scale(np.asarray(X.X[X.rows]), weight)
+            elif isinstance(X, np.ndarray):
+                scale(X)
+        return self.partial_fit(X, y, **fit_params)
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        self.planned_epochs_ = int(self.max_epochs if epochs is None else epochs)
+        return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        self.step_ = 0
+        self.best_loss_ = (math.inf, math.inf)
+        self.best_epoch_ = None
+        self.best_state_ = None
+        self.misses_ = 0
+        self.epochs_run_ = 0
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        super().on_batch_begin(net, batch=batch, training=training, **kwargs)
+        schedule = getattr(self, "lr_schedule", None)
+        if not training or schedule is None:
+            return
+        per_epoch = -(-self.n_train_rows_ // self._train_batch_size(self.n_train_rows_))
+        total = max(1, self.planned_epochs_ * per_epoch)
+        factor = LR_SCHEDULES[schedule](self.step_ / total)
+        for group in self.optimizer_.param_groups:
+            group["lr"] = self.lr * factor
+        self.step_ += 1
+
+    def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        super().on_epoch_end(
+            net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs
+        )
+        self.epochs_run_ += 1
+        batches = [b for b in self.history[-1, "batches"] if "valid_loss" in b]
+        if dataset_valid is None or not batches:
+            return
+        # The epoch's held-out loss (skorch's own valid_loss is recorded by a
+        # callback, after this hook): the mean over rows of the batches'; a
+        # classifier ranks epochs by held-out error first.
+        sizes = np.array([b["valid_batch_size"] for b in batches], dtype=np.float64)
+
+        def mean(key):
+            values = np.array([b[key] for b in batches], dtype=np.float64)
+            return float((values * sizes).sum() / sizes.sum())
+
+        loss = (mean("valid_error") if "valid_error" in batches[0] else 0.0,
+                mean("valid_loss"))
+        if loss < self.best_loss_:
+            self.best_loss_ = loss
+            self.best_epoch_ = self.epochs_run_
+            self.best_state_ = copy.deepcopy(self.module_.state_dict())
+            self.misses_ = 0
+        else:
+            self.misses_ += 1
+            if self.patience is not None and self.misses_ >= self.patience:
+                raise KeyboardInterrupt  # skorch's way to end training early
+
+    def validation_step(self, batch, **fit_params):
+        step = super().validation_step(batch, **fit_params)
+        if isinstance(self, NeuralNetClassifier):
+            y_true = batch[1]
+            weight = None
+            if isinstance(y_true, (list, tuple)):
+                y_true, weight = y_true
+            wrong = (step["y_pred"].argmax(dim=1).cpu() != torch.as_tensor(y_true))
+            wrong = wrong.to(torch.float64)
+            if weight is None:
+                error = wrong.mean()
+            else:
+                weight = torch.as_tensor(weight, dtype=torch.float64)
+                error = (wrong * weight).sum() / weight.sum().clamp_min(1e-300)
+            self.history.record_batch("valid_error", float(error))
+        return step
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        super().on_train_end(net, X=X, y=y, **kwargs)
+        if getattr(self, "best_state_", None) is not None:
+            self.module_.load_state_dict(self.best_state_)
+            self.best_state_ = None  # restored: do not keep a second copy
+
+
+class HemoeNeuralNetClassifier(_HemoeLossMixin, _RecipeMixin, NeuralNetClassifier):
     """skorch classifier with per-row weights and a module's auxiliary loss
     (see :class:`_HemoeLossMixin`)."""
 
 
-class HemoeNeuralNetRegressor(_HemoeLossMixin, NeuralNetRegressor):
+class HemoeNeuralNetRegressor(_HemoeLossMixin, _RecipeMixin, NeuralNetRegressor):
     """skorch regressor with per-row weights and a module's auxiliary loss.
 
     A module may also replace the criterion during training with its own
@@ -128,7 +380,8 @@ class HemoeNeuralNetRegressor(_HemoeLossMixin, NeuralNetRegressor):
 
 
 _TRAINING_DEFAULTS = dict(
-    max_epochs=10, lr=1e-3, batch_size=64, optimizer=torch.optim.Adam, device="cpu"
+    max_epochs=10, lr=1e-3, batch_size=64, optimizer=torch.optim.Adam, device="cpu",
+    validation_fraction=0.0, patience=10, lr_schedule=None,
 )
 
 
@@ -197,8 +450,10 @@ def make_classifier_net(module, *, n_features, n_classes, module_params=None,
     ``module`` is a class returning logits; ``n_features`` and ``n_classes``
     are passed to it, together with ``module_params``, and it is trained with
     ``CrossEntropyLoss``. ``training`` takes ``max_epochs`` (default 10),
-    ``lr`` (1e-3), ``batch_size`` (64), ``optimizer`` (Adam) and ``device``
-    ("cpu").
+    ``lr`` (1e-3), ``batch_size`` (64, or ``"auto"``), ``optimizer`` (Adam),
+    ``device`` ("cpu"), and the recipe's ``validation_fraction`` (0.0: no
+    early stopping), ``patience`` (10) and ``lr_schedule`` (``None``), see
+    :class:`_RecipeMixin`.
 
     Examples
     --------
@@ -299,6 +554,7 @@ def build_embedder_net(
     n_classes,
     embedder_params=None,
     regression=False,
+    X=None,
     **training,
 ):
     """Resolve an ``embedder`` parameter into an unfitted skorch classifier
@@ -307,7 +563,7 @@ def build_embedder_net(
     Parameters
     ----------
     embedder : None, nn.Module subclass or skorch NeuralNet
-        ``None`` builds :class:`~hemoe_sk.nn.MLPEmbedder`. A module class is
+        ``None`` builds :class:`~hemoe_sk.nn.TabularEmbedder`. A module class is
         wrapped with :func:`make_classifier_net` and configured with
         ``embedder_params``. A skorch net is cloned (never mutated) and keeps
         its own training settings; ``n_features``/``n_classes`` are filled in
@@ -319,13 +575,21 @@ def build_embedder_net(
     regression : bool, default=False
         Build a module class into :func:`make_regressor_net` (``MSELoss``)
         instead of :func:`make_classifier_net`.
+    X : ndarray of shape (n_samples, n_features), optional
+        The training rows. A module class with a ``data_defaults(X)``
+        classmethod (:class:`~hemoe_sk.nn.TabularEmbedder`) takes the module
+        arguments it returns, unless ``embedder_params`` sets them.
     **training
-        ``max_epochs``, ``lr``, ``batch_size``, ``optimizer``, ``device`` for
+        ``max_epochs``, ``lr``, ``batch_size``, ``optimizer``, ``device``,
+        ``validation_fraction``, ``patience``, ``lr_schedule`` for
         :func:`make_classifier_net` (ignored for a skorch net).
     """
     if embedder is None:
-        embedder = MLPEmbedder
+        embedder = TabularEmbedder
     if isinstance(embedder, type) and issubclass(embedder, nn.Module):
+        defaults = getattr(embedder, "data_defaults", None)
+        if X is not None and callable(defaults):
+            embedder_params = {**defaults(X), **(embedder_params or {})}
         if regression:
             return make_regressor_net(
                 embedder,

@@ -17,7 +17,7 @@ the parent frozen and learn only a change to it:
   to its training loss.
 
 :func:`make_expert_net` turns a fitted skorch net into an expert net of one of
-these kinds, ready for :func:`hemoe_sk.nn.nets.train_net` with
+these kinds, ready for :func:`hemoe_sk.nn.train_net` with
 ``partial=True``.
 
 Frozen means *not trained by the expert*: the expert reads the parent's
@@ -614,7 +614,7 @@ class KLToParentModule(_FrozenHolder, nn.Module):
         \\mathrm{softmax}(z^{c}_b / T)\\big)
 
     plus the child's own ``auxiliary_loss`` when it has one.
-    :class:`~hemoe_sk.nn.nets.HemoeNeuralNetClassifier` adds it to the
+    :class:`~hemoe_sk.nn.build.HemoeNeuralNetClassifier` adds it to the
     cross-entropy during training: the expert fits its cluster while staying
     close to the parent's predictions on that cluster's rows.
 
@@ -836,9 +836,9 @@ def make_expert_net(
     """A new expert net started from a fitted (parent) skorch net.
 
     The result is ready for
-    ``hemoe_sk.nn.nets.train_net(expert, X, y, seed=..., stage=...,
+    ``hemoe_sk.nn.train_net(expert, X, y, seed=..., stage=...,
     partial=True, max_epochs=...)`` and works with
-    :func:`hemoe_sk.nn.nets.embed`, :func:`hemoe_sk.nn.nets.predict_proba`,
+    :func:`hemoe_sk.nn.embed`, :func:`hemoe_sk.nn.predict_proba`,
     ``copy.deepcopy`` and ``pickle``. The parent is never changed, neither by
     building nor by training the expert.
 
@@ -874,7 +874,8 @@ def make_expert_net(
     --------
     >>> import numpy as np
     >>> from hemoe_sk.nn import MLPEmbedder
-    >>> from hemoe_sk.nn.nets import make_classifier_net, predict_proba, train_net
+    >>> from hemoe_sk.nn import predict_proba, train_net
+    >>> from hemoe_sk.nn.build import make_classifier_net
     >>> from hemoe_sk.nn.experts import make_expert_net
     >>> rng = np.random.RandomState(0)
     >>> X = rng.rand(60, 5).astype(np.float32)
