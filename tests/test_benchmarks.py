@@ -305,12 +305,14 @@ def test_large_tier_runs_on_an_official_split(tmp_path):
 def test_wide_control_matches_the_leaves_parameters():
     from benchmarks._width import default_module, n_parameters, scaled_module
 
-    cls, kwargs = default_module(784, 10)
-    base = n_parameters(cls(784, 10, **kwargs))
+    # The default module may size itself from the rows (data_defaults).
+    X = np.random.RandomState(0).rand(3000, 40).astype(np.float32)
+    cls, kwargs = default_module(40, 10, X)
+    base = n_parameters(cls(40, 10, **kwargs))
     for n_leaves in (1, 4, 15):
-        name, value, n, base_n = scaled_module(cls, kwargs, 784, 10, n_leaves)
+        name, value, n, base_n = scaled_module(cls, kwargs, 40, 10, n_leaves)
         assert base_n == base
-        assert n == n_parameters(cls(784, 10, **{**kwargs, name: value}))
+        assert n == n_parameters(cls(40, 10, **{**kwargs, name: value}))
         assert n == pytest.approx(n_leaves * base, rel=0.02)
 
 
