@@ -42,6 +42,8 @@ class Config:
     lr: float = 1e-3
     rf_trees: int = 200
     datalets_cv: int = 3
+    #: Threads per fit (``--threads``), given to the anchors' ``n_jobs``.
+    threads: int = 1
     #: Parameters set on every tree (max_depth > 0) of the run, e.g.
     #: ``{"split_test": "none"}`` to compare mechanisms on forced splits.
     tree_params: dict = field(default_factory=dict)
@@ -69,6 +71,9 @@ class Context:
     n_train: int
     config: Config
     info: dict = field(default_factory=dict)
+    #: The split's training rows (unscaled), for models whose arguments
+    #: depend on the data (``benchmarks._width``); not copied.
+    X_train: object = None
 
     def fitted(self, model, attribute):
         """A fitted attribute of an earlier model on this split, or Skip."""
@@ -273,46 +278,6 @@ register_model(
 )
 
 
-def _n_parameters(n_features, n_classes, hidden_dims):
-    """Parameters of the default ``MLPEmbedder`` with ``hidden_dims``."""
-    dims = [n_features, *hidden_dims, n_classes]
-    return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
-
-
-def wide_hidden_dims(n_features, n_classes, n_leaves, base_dims=(128, 64)):
-    """Hidden sizes of one MLP with about ``n_leaves`` times the base's
-    parameters: the base's widths scaled by one common factor."""
-    target = n_leaves * _n_parameters(n_features, n_classes, base_dims)
-    best, best_gap = tuple(base_dims), None
-    for step in range(10, 4001):
-        w = step / 10
-        dims = tuple(max(1, round(d * w)) for d in base_dims)
-        gap = abs(_n_parameters(n_features, n_classes, dims) - target)
-        if best_gap is None or gap < best_gap:
-            best, best_gap = dims, gap
-        if _n_parameters(n_features, n_classes, dims) > target:
-            break
-    return best
-
-
-def _wide(ctx):
-    n_leaves = int(ctx.fitted("tree-hard", "n_leaves_"))
-    dims = wide_hidden_dims(ctx.n_features, ctx.n_classes, n_leaves)
-    return hemoe(ctx, max_depth=0, embedder__hidden_dims=dims)
-
-register_model(
-    "ctrl-wide",
-    _wide,
-    group="control",
-    description="control 3, equal parameters: max_depth=0 with the MLP's widths "
-    "scaled so it has about as many parameters as tree-hard's leaves together "
-    "(n_leaves_ copies of the base), trained for the base's epochs",
-    needs=("tree-hard",),
-    record=TREE_RECORD,
-    quick=False,
-)
-
-
 def _flat_moe(gating):
     def build(ctx):
         cls = _import("hemoe_sk.moe", "MixtureOfExpertsClassifier")
@@ -451,18 +416,19 @@ register_model(
 )
 
 
-def resolve(names):
+def resolve(names, baseline=True):
     """Models to run, in registry order, with every ``needs`` added.
 
-    The ratio baseline is always included. Returns ``(specs, added)`` where
-    ``added`` lists the names pulled in as dependencies.
+    The ratio baseline is included unless ``baseline=False``. Returns
+    ``(specs, added)`` where ``added`` lists the names pulled in as
+    dependencies.
     """
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise SystemExit(
             f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}"
         )
-    wanted = set(names) | {BASELINE}
+    wanted = set(names) | ({BASELINE} if baseline else set())
     frontier = list(wanted)
     while frontier:
         for dep in MODELS[frontier.pop()].needs:

@@ -14,14 +14,17 @@ part; the regressors standardise their targets themselves):
   by the signs of the first two features, each its own linear function of
   the others plus a sine, and Gaussian noise (sd 0.3);
 * ``covtype-elevation`` (``--large`` only): covtype's elevation predicted
-  from the other 53 columns, 20,000 rows sampled.
+  from the other 53 columns, 20,000 rows sampled from the project's
+  ``../shared/data/covtype.npz`` (skipped with a message where it is absent).
 
 Models: the base network (``HierarchicalEmbeddingMoERegressor`` with
 ``max_depth=0``: the embedder alone), the tree with its defaults grown once
 and predicted with soft and with hard routing, the flat
 ``MixtureOfExpertsRegressor`` (soft gate, mixture likelihood),
-``HistGradientBoostingRegressor``, and ``datalets.PartitionedRegressor``
-(its "fast" zoo) when the ``datalets`` package is importable.
+``HistGradientBoostingRegressor``, LightGBM's ``LGBMRegressor()`` (its
+defaults, one thread; the anchor of issue 22) when ``lightgbm`` is
+importable, and ``datalets.PartitionedRegressor`` (its "fast" zoo) when the
+``datalets`` package is importable. ``--models`` keeps a subset.
 
 Printed and written to ``benchmarks/results/regress.md`` (``.json`` too):
 test R^2 mean and standard deviation over the seeds, fit time divided by the
@@ -61,18 +64,25 @@ def piecewise(n=3000, seed=0):
     return X, y
 
 
-def covtype_elevation(n=20000, seed=0):
-    from sklearn.datasets import fetch_covtype
+def covtype_elevation(n=20000, seed=0, data_dir=None):
+    """Elevation (column 0) and the other 53 columns of ``n`` covtype rows."""
+    from ._data import DEFAULT_DATA_DIR, _npz
 
-    X, _ = fetch_covtype(return_X_y=True)
+    X = _npz(DEFAULT_DATA_DIR if data_dir is None else data_dir, "covtype.npz")["X"]
     rows = np.random.RandomState(seed).choice(len(X), n, replace=False)
-    return np.delete(X[rows], 0, axis=1), X[rows, 0]
+    X = X[rows].astype(np.float64)
+    return np.delete(X, 0, axis=1), X[:, 0]
 
 
 def datasets(large):
+    from ._data import DataUnavailable
+
     found = {"diabetes": load_diabetes(return_X_y=True), "piecewise": piecewise()}
     if large:
-        found["covtype-elevation"] = covtype_elevation()
+        try:
+            found["covtype-elevation"] = covtype_elevation()
+        except DataUnavailable as exc:
+            print(f"covtype-elevation skipped: {exc}")
     return found
 
 
@@ -90,6 +100,14 @@ def models(seed, quick):
         "HGB": lambda: HistGradientBoostingRegressor(random_state=seed),
     }
     try:
+        from lightgbm import LGBMRegressor
+    except ImportError as exc:
+        print(f"LightGBM skipped: not importable ({exc}); make bench-install")
+    else:
+        found["LightGBM"] = lambda: LGBMRegressor(
+            n_jobs=1, random_state=seed, verbose=-1
+        )
+    try:
         from datalets import PartitionedRegressor
     except ImportError as exc:
         print(f"datalets skipped: not importable ({exc}); pip install datalets")
@@ -100,7 +118,7 @@ def models(seed, quick):
     return found
 
 
-def run(seeds, quick, large):
+def run(seeds, quick, large, keep=None):
     # Warm-up: the first fit in a process pays torch's one-off start-up
     # costs, which would otherwise be charged to the first base network.
     X, y = piecewise(200)
@@ -116,6 +134,8 @@ def run(seeds, quick, large):
             X_tr = scaler.transform(X_tr).astype(np.float32)
             X_te = scaler.transform(X_te).astype(np.float32)
             for name, make in models(seed, quick).items():
+                if keep is not None and name not in keep and not name.startswith("base"):
+                    continue  # the base always runs: the ratio baseline
                 est = make()
                 start = time.perf_counter()
                 est.fit(X_tr, y_tr)
@@ -197,12 +217,20 @@ def main(argv=None):
     parser.add_argument("--large", action="store_true",
                         help="add covtype elevation (20,000 rows; slow)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="models to keep (names as in the table: 'base (max_depth=0)', "
+        "'tree', 'flat MoE', 'HGB', 'LightGBM', 'datalets'; default all); the "
+        "base always runs (the ratio baseline)",
+    )
     parser.add_argument("--out", type=Path, default=None,
                         help="Markdown file (default benchmarks/results/regress.md)")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     started = time.perf_counter()
-    rows = run(seeds, args.quick, args.large)
+    rows = run(seeds, args.quick, args.large, args.models)
     table = summarize(rows)
     command = "python -m benchmarks.run regress " + " ".join(argv or [])
     meta = dict(

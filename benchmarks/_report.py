@@ -268,6 +268,45 @@ def _verdict(v, n):
     return "**yes**" if v else "no"
 
 
+def _issue7_section(result):
+    """The issue-7 table: base, controls and trees, with the trees' gains."""
+    out = ["## Is the gain from the hierarchy? (issues 7 and 12)", ""]
+    out += [
+        "Accuracy (mean ± std over seeds) of the base network, the controls "
+        "that ran and the trees; a tree's *gain* is its accuracy minus the "
+        "better control's, as mean ± std of the per-seed differences. *Beats "
+        "all* is yes when, for each control, the mean per-seed gain is positive "
+        "and larger than its standard deviation.",
+        "",
+    ]
+    rows = []
+    trees = [m for m in next(iter(result["issue7"].values()), {}).get("accuracy", {})
+             if m.startswith("tree")]
+    controls = [c for c in CONTROLS if any(
+        c in row["accuracy"] for row in result["issue7"].values())]
+    for d, row in result["issue7"].items():
+        a = row["accuracy"]
+        cells = [d]
+        for m in (BASELINE, *controls, *trees):
+            cells.append(_pm(a[m]["mean"], a[m]["std"]) if m in a else "–")
+        cells.append(f"`{row.get('better_control', '–')}`")
+        for t in trees:
+            g = (row.get(t) or {}).get("gain_over_better_control")
+            cells.append(_signed(g["gain_mean"], g["gain_std"]) if g else "–")
+            n = g["n"] if g else 0
+            cells.append(
+                _verdict((row.get(t) or {}).get("beats_both_beyond_spread"), n)
+            )
+        rows.append(cells)
+    header = ["data set", BASELINE, *controls, *trees, "better control"]
+    for t in trees:
+        header += [f"{t} gain", f"{t} beats all"]
+    out.append(_table(header, rows))
+    out.append("")
+
+    return out
+
+
 def markdown(result):
     meta = result["meta"]
     cfg = meta["config"]
@@ -338,39 +377,8 @@ def markdown(result):
     out.append("")
 
     # issue 7 / 12
-    out += ["## Is the gain from the hierarchy? (issues 7 and 12)", ""]
-    out += [
-        "Accuracy (mean ± std over seeds) of the base network, the controls "
-        "that ran and the trees; a tree's *gain* is its accuracy minus the "
-        "better control's, as mean ± std of the per-seed differences. *Beats "
-        "all* is yes when, for each control, the mean per-seed gain is positive "
-        "and larger than its standard deviation.",
-        "",
-    ]
-    rows = []
-    trees = [m for m in next(iter(result["issue7"].values()), {}).get("accuracy", {})
-             if m.startswith("tree")]
-    controls = [c for c in CONTROLS if any(
-        c in row["accuracy"] for row in result["issue7"].values())]
-    for d, row in result["issue7"].items():
-        a = row["accuracy"]
-        cells = [d]
-        for m in (BASELINE, *controls, *trees):
-            cells.append(_pm(a[m]["mean"], a[m]["std"]) if m in a else "–")
-        cells.append(f"`{row.get('better_control', '–')}`")
-        for t in trees:
-            g = (row.get(t) or {}).get("gain_over_better_control")
-            cells.append(_signed(g["gain_mean"], g["gain_std"]) if g else "–")
-            n = g["n"] if g else 0
-            cells.append(
-                _verdict((row.get(t) or {}).get("beats_both_beyond_spread"), n)
-            )
-        rows.append(cells)
-    header = ["data set", BASELINE, *controls, *trees, "better control"]
-    for t in trees:
-        header += [f"{t} gain", f"{t} beats all"]
-    out.append(_table(header, rows))
-    out.append("")
+    if result["issue7"]:
+        out += _issue7_section(result)
 
     # per data set
     out += ["## Results per data set", ""]

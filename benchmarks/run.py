@@ -6,8 +6,10 @@ Subcommands run the focused benchmarks instead of the suite:
 DeepMoE), ``python -m benchmarks.run regress [options]`` (the regressors
 against the base network and HGB), ``python -m benchmarks.run routers
 [options]`` (node routers), ``python -m benchmarks.run parallel [options]``
-(``n_jobs=1`` against 2) and ``python -m benchmarks.run persistence [options]``
-(loading a model file against 0.3's reader);
+(``n_jobs=1`` against 2), ``python -m benchmarks.run persistence [options]``
+(loading a model file against 0.3's reader) and ``python -m benchmarks.run
+pareto [options]`` (the Pareto report of accuracy against predict throughput
+and fit time, from the result files);
 ``python -m benchmarks.run SUBCOMMAND --help`` lists each one's options.
 
 Fits every selected model on the same stratified splits of every selected
@@ -43,7 +45,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from . import _data, _models, _report
+from . import _anchors, _data, _models, _report, _width  # noqa: F401 - registers
 from ._models import BASELINE, MODELS, Config, Context, Skip
 from ._worker import Runner
 
@@ -57,6 +59,7 @@ SUBCOMMANDS = {
     "routers": "_routers",
     "parallel": "_parallel",
     "persistence": "_persistence",
+    "pareto": "_pareto",
 }
 
 #: Figures of a fit, copied to models evaluated on another model's fit.
@@ -86,7 +89,9 @@ PRESETS = {
     ),
     # The scale tier: the classifier's own defaults (40 root + 10 expert
     # epochs, depth 2, K in 2..5) on the two large data sets, with the
-    # three compute-matched controls.
+    # three compute-matched controls, the width sweep of the Pareto report,
+    # ConvEmbedder on images and the anchors (benchmarks/_anchors.py; skipped
+    # with a message where the bench extra is not installed).
     "large": dict(
         datasets=["fashion-mnist", "covtype"],
         models=[
@@ -96,6 +101,16 @@ PRESETS = {
             "ctrl-epochs",
             "ctrl-ensemble",
             "ctrl-wide",
+            "width-0.5x",
+            "width-2x",
+            "width-4x",
+            "width-8x",
+            "conv",
+            "lgbm",
+            "lgbm-1000",
+            "hgb-1000",
+            "realmlp-td",
+            "tabm-d",
         ],
         seeds=2,
         epochs=40,
@@ -137,7 +152,9 @@ def build_parser():
         ),
         epilog=(
             "Subcommands (instead of the suite): `dec` (DEC/IDEC against k-means), "
-            "`moe` (flat mixture of experts and DeepMoE), `routers` (node routers); "
+            "`moe` (flat mixture of experts and DeepMoE), `routers` (node routers), "
+            "`regress`, `parallel`, `pareto` (accuracy against predict throughput "
+            "and fit time, from the result files); "
             "`python -m benchmarks.run SUBCOMMAND --help` lists their options."
         ),
     )
@@ -196,6 +213,13 @@ def build_parser():
     )
     p.add_argument(
         "--seeds", type=int, help="number of seeds = splits (default 3; --quick 2)"
+    )
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds run are first-seed .. first-seed + seeds - 1 (default 0): "
+        "add a seed to an earlier run; `pareto` merges the seeds of several files",
     )
     p.add_argument(
         "--test-size",
@@ -267,6 +291,13 @@ def build_parser():
         help="multiples of --scaling-rows to fit (default 1,2,4,8)",
     )
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling run")
+    p.add_argument(
+        "--no-base",
+        action="store_true",
+        help="do not add the ratio baseline (base) to the models; time and "
+        "memory ratios are then left out (e.g. a second run of a slow anchor "
+        "on splits whose base was already measured)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -445,7 +476,7 @@ def run_benchmarks(settings, args, runner, started):
             _say(f"  note: {note}")
         _, counts = np.unique(data.y, return_counts=True)
         stratify = data.y if counts.min() >= 2 else None
-        for seed in range(settings["seeds"]):
+        for seed in range(args.first_seed, args.first_seed + settings["seeds"]):
             if data.test is not None:  # an official split: the seed varies the models
                 X_tr, y_tr, (X_te, y_te) = data.X, data.y, data.test
             else:
@@ -462,6 +493,7 @@ def run_benchmarks(settings, args, runner, started):
                 n_classes=len(np.unique(y_tr)),
                 n_train=len(y_tr),
                 config=config,
+                X_train=X_tr,
             )
             base = None
             shared = {}
@@ -648,6 +680,7 @@ def main(argv=None):
         lr=args.lr,
         rf_trees=s["rf_trees"],
         tree_params=_tree_params(args.tree_param),
+        threads=args.threads,
     )
     if s["models"] == "quick":
         names = [m.name for m in MODELS.values() if m.quick]
@@ -662,7 +695,7 @@ def main(argv=None):
             else:
                 names.append(n)
     names = [n for n in names if n not in set(args.exclude_models)]
-    specs, added = _models.resolve(names)
+    specs, added = _models.resolve(names, baseline=not args.no_base)
     if added:
         _say(
             f"added model(s) {', '.join(added)} (the ratio baseline, or needed "
@@ -705,6 +738,7 @@ def main(argv=None):
             "duration_s": None,
             "config": {
                 "seeds": s["seeds"],
+                "first_seed": args.first_seed,
                 "test_size": args.test_size,
                 "max_rows": s["max_rows"],
                 "max_epochs": config.max_epochs,

@@ -303,13 +303,154 @@ def test_large_tier_runs_on_an_official_split(tmp_path):
 
 
 def test_wide_control_matches_the_leaves_parameters():
-    from benchmarks._models import _n_parameters, wide_hidden_dims
+    from benchmarks._width import default_module, n_parameters, scaled_module
 
-    base = _n_parameters(784, 10, (128, 64))
+    # The default module may size itself from the rows (data_defaults).
+    X = np.random.RandomState(0).rand(3000, 40).astype(np.float32)
+    cls, kwargs = default_module(40, 10, X)
+    base = n_parameters(cls(40, 10, **kwargs))
     for n_leaves in (1, 4, 15):
-        dims = wide_hidden_dims(784, 10, n_leaves)
-        assert dims[0] == 2 * dims[1] or abs(dims[0] - 2 * dims[1]) <= 1
-        assert _n_parameters(784, 10, dims) == pytest.approx(n_leaves * base, rel=0.02)
+        name, value, n, base_n = scaled_module(cls, kwargs, 40, 10, n_leaves)
+        assert base_n == base
+        assert n == n_parameters(cls(40, 10, **{**kwargs, name: value}))
+        assert n == pytest.approx(n_leaves * base, rel=0.02)
+
+
+def test_width_sweep_scales_the_default_embedders_width():
+    from benchmarks._models import Skip
+    from benchmarks._width import scale_width, width_parameter
+
+    assert scale_width((128, 64), 0.5) == (64, 32)
+    assert scale_width(3, 0.01) == 1
+    assert width_parameter({"dropout": 0.1, "hidden_dims": (8, 4)}) == "hidden_dims"
+    assert width_parameter({"d_block": 16, "channels": (2,)}) == "d_block"
+    with pytest.raises(Skip, match="no width argument"):
+        width_parameter({"dropout": 0.1, "hidden_dims": None, "flag": True})
+
+
+def test_width_models_build_the_default_embedder_scaled():
+    from benchmarks._models import Config, Context
+    from benchmarks._width import n_parameters
+
+    X = np.random.RandomState(0).rand(50, 12).astype(np.float32)
+    y = np.arange(50) % 3
+    ctx = Context(seed=0, n_features=12, n_classes=3, n_train=50,
+                  config=Config(max_epochs=1), X_train=X)
+    sizes = {}
+    for name in ("base", "width-0.5x", "width-4x"):
+        est = MODELS[name].build(ctx).fit(X, y)
+        sizes[name] = n_parameters(est.embedder_.module_)
+    assert sizes["width-0.5x"] == pytest.approx(sizes["base"] / 2, rel=0.1)
+    assert sizes["width-4x"] == pytest.approx(sizes["base"] * 4, rel=0.05)
+
+
+def test_pareto_front_on_a_tiny_table():
+    from benchmarks._pareto import pareto_front
+
+    rows = [
+        {"model": "a", "acc": 0.90, "speed": 10.0, "fit": 100.0},
+        {"model": "b", "acc": 0.85, "speed": 1000.0, "fit": 5.0},
+        {"model": "c", "acc": 0.80, "speed": 500.0, "fit": 50.0},  # b beats it
+        {"model": "d", "acc": 0.90, "speed": 10.0, "fit": 100.0},  # tie with a
+        {"model": "e", "acc": 0.95, "speed": float("nan"), "fit": 1.0},
+        {"model": "f", "acc": 0.70, "speed": 2000.0},  # no fit figure
+    ]
+    speed = pareto_front(rows, [("acc", "max"), ("speed", "max")])
+    assert speed == [True, True, False, True, False, True]
+    fit = pareto_front(rows, [("acc", "max"), ("fit", "min")])
+    # e (0.95 in 1 s) dominates every row with a fit figure.
+    assert fit == [False, False, False, False, True, False]
+    with pytest.raises(ValueError, match="'max' or 'min'"):
+        pareto_front(rows, [("acc", "up")])
+
+
+def _result_file(path, date, runs, groups, **config):
+    """A result file of the suite: ``runs`` maps (data set, model) to one
+    (accuracy, fit s, predict rows/s) per seed."""
+    path.write_text(json.dumps({
+        "meta": {"date": date, "config": {"threads": 1, "max_rows": None, **config},
+                 "machine": {"loadavg": "1.0"}},
+        "models": {m: {"group": g} for m, g in groups.items()},
+        "runs": [
+            {"dataset": d, "model": m, "seed": seed, "accuracy": acc, "fit_s": fit,
+             "predict_rows_per_s": speed, "error": None}
+            for (d, m), figures in runs.items()
+            for seed, (acc, fit, speed) in figures.items()
+        ] + [{"dataset": "toy", "model": "broken", "seed": 0, "error": "boom"}],
+    }))
+    return path
+
+
+def test_pareto_report_from_result_files(tmp_path):
+    from benchmarks import _pareto
+
+    old = _result_file(tmp_path / "old.json", "2026-01-01 10:00 UTC", {
+        ("toy", "base"): {0: (0.80, 10, 1e5), 1: (0.82, 12, 1e5)},
+        ("toy", "tree-hard"): {0: (0.84, 30, 5e4), 1: (0.84, 30, 5e4)},
+        ("toy", "lgbm"): {0: (0.83, 3, 4e4)}},
+        {"base": "hemoe_sk", "tree-hard": "hemoe_sk", "lgbm": "anchor"})
+    new = _result_file(tmp_path / "new.json", "2026-02-01 10:00 UTC", {
+        ("toy", "lgbm"): {0: (0.85, 2, 3e4), 1: (0.87, 4, 3e4)},
+        ("toy", "width-2x"): {0: (0.86, 20, 6e4)},
+        ("other", "lgbm"): {0: (0.5, 1, 1)}},
+        {"lgbm": "anchor", "width-2x": "width"})
+    # width-2x's second seed measured in a later run: the seeds add up.
+    later = _result_file(tmp_path / "later.json", "2026-02-02 10:00 UTC", {
+        ("toy", "width-2x"): {1: (0.88, 22, 6e4)}}, {"width-2x": "width"})
+    (tmp_path / "notes.json").write_text("[1, 2]")  # not a suite file: ignored
+    sub = _result_file(tmp_path / "sub.json", "2026-03-01 10:00 UTC", {
+        ("toy", "tree-hard"): {0: (0.99, 1, 1e9)}}, {"tree-hard": "hemoe_sk"},
+        max_rows=500)  # a subsample: not the full data set's figures
+    tables = _pareto.main(["--inputs", str(old), str(new), str(later),
+                           str(tmp_path / "notes.json"), str(sub), "--datasets", "toy",
+                           "--results-dir", str(tmp_path)])
+    rows = {r["model"]: r for r in tables["toy"]}
+    assert set(rows) == {"base", "tree-hard", "lgbm", "width-2x"}
+    # lgbm's seed 0 from the newer file, its seed 1 only there.
+    assert rows["lgbm"]["accuracy"] == pytest.approx(0.86)
+    assert rows["lgbm"]["fit_s"] == pytest.approx(3) and rows["lgbm"]["n_seeds"] == 2
+    assert rows["lgbm"]["source"] == "new.json"
+    assert rows["width-2x"]["accuracy"] == pytest.approx(0.87)
+    assert rows["width-2x"]["source"] == "later.json, new.json"
+    assert rows["base"]["accuracy_std"] == pytest.approx(np.std([0.80, 0.82], ddof=1))
+    # width-2x is more accurate and faster than the tree: the tree does not pay.
+    assert not rows["tree-hard"]["front_predict"]
+    assert rows["width-2x"]["front_predict"] and rows["base"]["front_predict"]
+    assert rows["lgbm"]["front_fit"] and not rows["tree-hard"]["front_fit"]
+    assert _pareto.dominators(tables["toy"], "tree-hard") == ["width-2x"]
+    assert _pareto.dominators(tables["toy"], "tree-soft") is None
+    md = (tmp_path / "pareto-toy.md").read_text()
+    assert "| `width-2x` | width | 0.8700 |" in md
+    assert "`tree-hard`: does not pay here: `width-2x` predicts at least" in md
+    assert "`sub.json`" not in md and "`later.json`: 2026-02-02 10:00 UTC" in md
+    assert (tmp_path / "pareto-toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "pareto-other.md").exists()
+
+
+def test_anchors_are_registered_and_skip_without_their_package():
+    import importlib.util
+
+    from benchmarks._anchors import square_image_shape
+    from benchmarks._models import Config, Context, Skip
+
+    for name in ("lgbm", "lgbm-1000", "hgb-1000", "realmlp-td", "tabm-d", "conv"):
+        assert name in MODELS and name in run.PRESETS["large"]["models"]
+    ctx = Context(seed=3, n_features=54, n_classes=7, n_train=100,
+                  config=Config(threads=1))
+    for name, module in (("lgbm-1000", "lightgbm"), ("realmlp-td", "pytabkit")):
+        if importlib.util.find_spec(module) is None:
+            with pytest.raises(Skip, match="bench extra"):
+                MODELS[name].build(ctx)
+        else:
+            est = MODELS[name].build(ctx)
+            params = est.get_params()
+            assert params["random_state"] == 3
+            assert params.get("n_jobs", params.get("n_threads")) == 1
+    hgb = MODELS["hgb-1000"].build(ctx)
+    assert (hgb.max_iter, hgb.max_leaf_nodes, hgb.early_stopping) == (1000, 127, True)
+    assert square_image_shape(784) == (1, 28, 28)
+    with pytest.raises(Skip, match="square"):
+        MODELS["conv"].build(ctx)
 
 
 @pytest.mark.parametrize(
@@ -321,6 +462,7 @@ def test_wide_control_matches_the_leaves_parameters():
         ("routers", "--no-clustering"),
         ("parallel", "--repeats"),
         ("persistence", "--old-commit"),
+        ("pareto", "--inputs"),
     ],
 )
 def test_subcommand_help_exits_zero(name, option, capsys):

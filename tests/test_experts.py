@@ -187,7 +187,8 @@ def test_lora_conv_adapters(parents, digits):
     parent = parents["conv"].module_
     expert = lora_expert(parent, rank=2, random_state=0)
     convs = [m for m in expert.features if isinstance(m, LoRAConv2d)]
-    assert [c.base for c in convs] == [parent.features[0], parent.features[3]]
+    # conv, batch norm, ReLU, pool per block.
+    assert [c.base for c in convs] == [parent.features[0], parent.features[4]]
     assert convs[1].lora_A.kernel_size == (3, 3) and convs[1].lora_A.out_channels == 2
     assert convs[1].lora_B.kernel_size == (1, 1) and convs[1].lora_B.out_channels == 8
     assert isinstance(expert.dense[1], LoRALinear)
@@ -222,13 +223,17 @@ def test_lora_bytes_per_leaf():
     # A residual expert owns a whole correction network: a full copy.
     assert expert_parameter_bytes(ResidualExpertModule(mlp)) == full
 
-    conv = ConvEmbedder(64, 10, image_shape=(1, 8, 8))
+    conv = ConvEmbedder(64, 10, image_shape=(1, 8, 8), channels=(16, 32))
     full = expert_parameter_bytes(conv)
-    assert full == 54824
+    # convs without bias (batch norm follows), BN 2 x channels, dense 32*2*2 -> 64.
+    assert full == 4 * (9 * 16 + 32 + 16 * 32 * 9 + 64 + 128 * 64 + 64 + 650) == 55016
     lora = expert_parameter_bytes(lora_expert(conv, rank=4))
-    # conv A: in * r * 3 * 3, conv B: r * out (1x1); dense 128 -> 64; head 64 -> 10.
-    expected = 4 * (1 * 4 * 9 + 4 * 16 + 16 * 4 * 9 + 4 * 32 + 4 * (128 + 64) + 650)
-    assert lora == expected == 8888
+    # conv A: in * r * 3 * 3, conv B: r * out (1x1); batch norms copied and
+    # trained; dense 128 -> 64; head 64 -> 10.
+    expected = 4 * (
+        1 * 4 * 9 + 4 * 16 + 16 * 4 * 9 + 4 * 32 + (32 + 64) + 4 * (128 + 64) + 650
+    )
+    assert lora == expected == 9272
     assert lora / full < 0.20
 
 

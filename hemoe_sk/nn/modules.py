@@ -76,16 +76,38 @@ class MLPEmbedder(nn.Module):
 class ConvEmbedder(nn.Module):
     """Small convolutional network for images given as flat pixel rows.
 
+    The embedder for pixel data (give ``image_shape``, e.g. ``(1, 28, 28)``
+    for Fashion-MNIST): one block per entry of ``channels``, each a 3x3
+    convolution, batch norm and ReLU, then a 2x2 max pool while the map is at
+    least 4 pixels wide (so the last map keeps at least 2x2 pixels); the last
+    map is flattened into a dense embedding of ``embedding_dim`` units (ReLU),
+    and a linear layer gives the logits after dropout. With the defaults on
+    28x28 grey images it has about 93,000 parameters (28 -> 14 -> 7 -> 3
+    pixels, 64 x 3 x 3 values into the dense layer).
+
+    Batch norm uses its running statistics in eval mode, so a prediction
+    does not depend on the other rows of its batch.
+
     Parameters
     ----------
     %(image_module_inputs)s
-    channels : tuple of int, default=(16, 32)
-        Output channels of the convolution blocks (3x3 conv, ReLU, 2x2 max
-        pool when the map is still at least 2 pixels wide).
+    channels : tuple of int, default=(32, 64, 64)
+        Output channels of the convolution blocks (3x3 convolution, batch
+        norm, ReLU, 2x2 max pool while the map is at least 4 pixels wide).
     embedding_dim : int, default=64
         Size of the dense embedding after the convolutions.
     dropout : float, default=0.1
         Dropout before the output layer.
+    batch_norm : bool, default=True
+        Batch norm after every convolution (``False``: a bias instead, the
+        0.3 blocks without batch norm).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = ConvEmbedder(784, 10, image_shape=(1, 28, 28)).eval()
+    >>> net(torch.zeros(5, 784)).shape, net.embed(torch.zeros(5, 784)).shape
+    (torch.Size([5, 10]), torch.Size([5, 64]))
     """
 
     def __init__(
@@ -93,18 +115,29 @@ class ConvEmbedder(nn.Module):
         n_features,
         n_classes,
         image_shape=(1, 8, 8),
-        channels=(16, 32),
+        channels=(32, 64, 64),
         embedding_dim=64,
         dropout=0.1,
+        batch_norm=True,
     ):
         super().__init__()
         image_shape = check_image_shape(image_shape, n_features)
+        channels = tuple(int(c) for c in channels)
+        if not channels or min(channels) < 1:
+            raise ValueError(
+                f"channels={channels} must be a non-empty tuple of positive ints."
+            )
         self.image_shape = image_shape
         c, h, w = image_shape
         blocks = []
         for out_c in channels:
-            blocks += [nn.Conv2d(c, out_c, kernel_size=3, padding=1), nn.ReLU()]
-            if min(h, w) >= 2:
+            blocks.append(
+                nn.Conv2d(c, out_c, kernel_size=3, padding=1, bias=not batch_norm)
+            )
+            if batch_norm:
+                blocks.append(nn.BatchNorm2d(out_c))
+            blocks.append(nn.ReLU())
+            if min(h, w) >= 4:
                 blocks.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             c = out_c
@@ -121,7 +154,6 @@ class ConvEmbedder(nn.Module):
 
     def forward(self, x):
         return self.output(self.dropout(self.embed(x)))
-
 
 
 def check_image_shape(image_shape, n_features):
