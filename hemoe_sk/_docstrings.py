@@ -36,6 +36,18 @@ def _section(name, text):
     SECTIONS[name] = text.strip("\n")
 
 
+_section("recipe_training", """
+early_stopping : float in [0, 1), default=0.1
+    Share of the rows each network trains on that it holds out to stop
+    training after ``patience`` epochs without a lower held-out loss,
+    restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
+patience : int, default=20
+    Epochs without a lower held-out loss before early stopping.
+lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
+    Linear warm-up over the first 5% of each training call's batches, then
+    cosine decay to 0; or ``lr`` throughout.
+""")
+
 _section("fitted_features", """
 n_features_in_ : int
     Number of features seen during :meth:`fit`.

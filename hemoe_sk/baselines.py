@@ -97,15 +97,7 @@ class FineTunedEnsembleClassifier(
     optimizer : torch optimizer class, default=torch.optim.AdamW
         Optimizer class (not an instance). Fine-tuning continues the base
         network's optimizer state.
-    early_stopping : float in [0, 1), default=0.1
-        Share of the rows each network trains on that it holds out to stop
-        training after ``patience`` epochs without a lower held-out loss,
-        restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
-    patience : int, default=20
-        Epochs without a lower held-out loss before early stopping.
-    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
-        Linear warm-up over the first 5% of each training call's batches, then
-        cosine decay to 0; or ``lr`` throughout.
+    %(recipe_training)s
     device : str, default="cpu"
         ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``. Without CUDA a
         CUDA device falls back to the CPU with a warning.

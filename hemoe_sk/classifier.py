@@ -212,15 +212,7 @@ class HierarchicalEmbeddingMoEClassifier(
         Training batch size; ``"auto"``: the power of two nearest to the
         square root of the rows a network trains on, in [32, 1024].
     optimizer : torch optimizer class, default=torch.optim.AdamW
-    early_stopping : float in [0, 1), default=0.1
-        Share of the rows each network (root, expert, head) trains on that it
-        holds out to stop after ``patience`` epochs without a lower held-out
-        loss, restoring its best epoch; 0 trains every epoch.
-    patience : int, default=20
-        Epochs without a lower held-out loss before early stopping.
-    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
-        Linear warm-up over the first 5% of each training call's batches, then
-        cosine decay to 0; or ``lr`` throughout.
+    %(recipe_training)s
     device : str, default="cpu"
         Torch device; ``"auto"`` uses CUDA when available. A CUDA device on a
         machine without CUDA falls back to the CPU with a warning.

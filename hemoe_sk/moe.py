@@ -222,15 +222,7 @@ class MixtureOfExpertsClassifier(
         (:func:`~hemoe_sk.nn.recipe.auto_batch_size`).
     optimizer : torch optimizer class, default=torch.optim.AdamW
         Passed as a class, never an instance.
-    early_stopping : float in [0, 1), default=0.1
-        Share of the rows each network trains on that it holds out to stop
-        training after ``patience`` epochs without a lower held-out loss,
-        restoring its best epoch (see :doc:`/recipe`); 0 trains every epoch.
-    patience : int, default=20
-        Epochs without a lower held-out loss before early stopping.
-    lr_schedule : {"warmup_cosine", "constant"}, default="warmup_cosine"
-        Linear warm-up over the first 5% of each training call's batches, then
-        cosine decay to 0; or ``lr`` throughout.
+    %(recipe_training)s
     device : str, default="cpu"
         Torch device; ``"auto"`` picks CUDA when available.
     random_state : int, RandomState instance or None, default=None
